@@ -1,0 +1,155 @@
+"""The lean validator and the pydantic schema are two implementations of one rule set: they
+must agree on every record, and each refused record yields one precise dead letter."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from schemas.telemetry import Telemetry, parse_rfc3339_ms
+from twin_stream.codec import Decoder, iso_ms, lean_row, reason
+
+GOOD = {
+    "battery_id": "bus-17:pack.A",
+    "ts": "2026-03-01T12:00:00.250+01:00",
+    "current": -12.5,
+    "voltage": 355.2,
+    "cell_voltages": [3.7, 3.71, 3.69],
+    "temperatures": [25.0, 26],
+    "soc": 55.5,
+    "soh": 97,
+    "seq": 3,
+}
+
+anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**50),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.lists(st.floats(-5, 15), max_size=4),
+    st.lists(st.text(max_size=2), max_size=2),
+    st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01", "1e3", "abc"]),
+)
+
+
+def schema_accepts(obj: object) -> bool:
+    try:
+        Telemetry.model_validate(obj)
+    except ValidationError:
+        return False
+    return True
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(GOOD)), anything, max_size=9), st.booleans())
+def test_lean_and_schema_agree_on_mutated_records(patch: dict, start_from_good: bool) -> None:
+    obj = {**GOOD, **patch} if start_from_good else patch
+    row = lean_row(obj)
+    assert (row is not None) == schema_accepts(obj), obj
+    if row is not None:
+        rec = Telemetry.model_validate(obj)
+        assert row.ts == rec.ts_ms
+        assert row.current == rec.current
+        assert row.cells == rec.cell_voltages
+
+
+def test_good_record_normalised() -> None:
+    row = lean_row(GOOD)
+    assert row is not None
+    # 12:00:00.250+01:00 is 11:00:00.250Z
+    assert row.ts == parse_rfc3339_ms("2026-03-01T11:00:00.250Z")
+    assert iso_ms(row.ts) == "2026-03-01T11:00:00.250Z"
+    assert math.isnan(lean_row({"battery_id": "b", "ts": 5, "current": 0}).voltage)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (b"{not json", "invalid JSON"),
+        (b'"a string"', "expected a JSON object"),
+        (b"[]", "empty array"),
+        (b'{"ts": 1, "current": 1}', "battery_id: field required"),
+        (b'{"battery_id": "b 1", "ts": 1, "current": 1}', "battery_id: String should match"),
+        (b'{"battery_id": "b", "current": 1}', "ts: field required"),
+        (
+            b'{"battery_id": "b", "ts": "2026-01-01", "current": 1}',
+            "needs a date, a time and an offset",
+        ),
+        (b'{"battery_id": "b", "ts": 1.5, "current": 1}', "ts"),
+        (
+            b'{"battery_id": "b", "ts": 1, "current": "abc"}',
+            "current: Input should be a valid number",
+        ),
+        (
+            b'{"battery_id": "b", "ts": 1, "current": true}',
+            "current: Input should be a valid number",
+        ),
+        (b'{"battery_id": "b", "ts": 1, "current": 1e9}', "current: Input should be less than"),
+        (
+            b'{"battery_id": "b", "ts": 1, "current": 1, "soc": 150}',
+            "soc: Input should be less than or equal to 100",
+        ),
+        (b'{"battery_id": "b", "ts": 1, "current": 1, "soh": 0.97}', "looks like a fraction"),
+        (
+            b'{"battery_id": "b", "ts": 1, "current": 1, "cell_voltages": []}',
+            "cell_voltages: List should have at least 1 item",
+        ),
+        (
+            b'{"battery_id": "b", "ts": 1, "current": 1, "cell_voltages": [3.1, "x"]}',
+            "cell_voltages.1",
+        ),
+        (b'{"battery_id": "b", "ts": 1, "current": 1, "temperatures": [400]}', "temperatures.0"),
+        (b'{"battery_id": "b", "ts": 1, "current": 1, "seq": -1}', "seq"),
+        (b'{"battery_id": "b", "ts": 1, "current": NaN}', "invalid JSON"),
+    ],
+)
+def test_each_bad_message_gives_one_precise_dead_letter(message: bytes, expected: str) -> None:
+    rows: list = []
+    dead: list = []
+    Decoder().decode(message, "t:1", rows, dead)
+    assert rows == []
+    assert len(dead) == 1
+    assert expected in dead[0].error
+    assert dead[0].source == "t:1"
+    assert dead[0].raw  # the record as received is kept
+
+
+def test_batched_array_keeps_good_records_around_a_bad_one() -> None:
+    msg = orjson.dumps(
+        [
+            {"battery_id": "b", "ts": 1, "current": 1.0},
+            {"battery_id": "b", "ts": 2, "current": "x"},
+            {"battery_id": "b", "ts": 3, "current": 3.0},
+        ]
+    )
+    rows: list = []
+    dead: list = []
+    Decoder().decode(msg, "topic[0]@7", rows, dead)
+    assert [r.ts for r in rows] == [1, 3]
+    assert [d.source for d in dead] == ["topic[0]@7[1]"]
+    assert orjson.loads(dead[0].raw)["current"] == "x"
+
+
+def test_oversized_message_is_dead_lettered() -> None:
+    rows: list = []
+    dead: list = []
+    Decoder(max_bytes=1024).decode(b'{"x": "' + b"a" * 2000 + b'"}', "s", rows, dead)
+    assert len(dead) == 1 and "exceeds max_message_bytes 1024" in dead[0].error
+
+
+def test_field_map_renames_before_validation() -> None:
+    rows: list = []
+    dead: list = []
+    dec = Decoder({"id": "battery_id", "I": "current", "time": "ts"})
+    dec.decode(b'{"id": "b9", "time": 10, "I": -4.5}', "s", rows, dead)
+    assert dead == [] and rows[0].battery_id == "b9" and rows[0].current == -4.5
+
+
+def test_reason_for_valid_record_flags_disagreement() -> None:
+    assert "please report" in reason(GOOD)

@@ -1,0 +1,272 @@
+"""imbalance_analysis: spread, SOC imbalance through the OCV curve with confidence, alert.
+
+Hand-worked numbers (chemistry tables in twin_stream/data/chemistries):
+- NMC OCV(40 %) = 3.667 V; OCV(45 %) = (3.667 + 3.751) / 2 = 3.709 V, so a pack with one cell
+  at each (and a third at 3.690 V) has spread 0.042 V, relative spread 0.042 / 3.68867 V =
+  1.1386 % and SOC imbalance 5 %.
+  The NMC slope between 40 and 50 % is 84 mV / 10 % = 8.4 mV/% > 5: slope factor 1.
+- LFP OCV(55 %) = 3.2675 V, OCV(60 %) = 3.269 V: slope 0.3 mV/% on 50-60 %, slope factor
+  0.3 / 5 = 0.06.
+- Rest factor = rest time / 3600 s; soc_imbalance only from 600 s of rest on.
+- Alert debounce at 1 Hz: 30 s raise starting at row r raises at r + 29; 60 s clear at r + 59.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from twin_stream.chemistry import get_chemistry
+from twin_stream.chunk import Chunk, build_chunk
+from twin_stream.contract import ContractError
+from twin_stream.outputs import Alert, Estimate
+from twin_stream.registry import discover_models
+from twin_stream.spec import BatterySpec
+
+T0 = 60_000 * 28_333_334  # aligned to a 60 s slot
+MAX_GAP_MS = 10_000
+
+
+def make_model(chem: str = "NMC", **params: Any):
+    cls = discover_models()["imbalance_analysis"]
+    spec = BatterySpec(
+        key=chem,
+        chemistry=get_chemistry(chem),
+        capacity_ah=100.0,
+        cells_in_series=None,
+        nominal_voltage=None,
+    )
+    return cls(cls.manifest.validate_params(params, "imbalance_analysis"), spec)
+
+
+def make_chunk(cells, current=None, ts=None, prev_ts=None) -> Chunk:
+    cells = np.asarray(cells, dtype=float)
+    n = cells.shape[0]
+    if ts is None:
+        ts = T0 + 1000 * np.arange(n)
+    if current is None:
+        current = np.zeros(n)
+    return build_chunk("b", ts, current, prev_ts=prev_ts, max_gap_ms=MAX_GAP_MS, cells=cells)
+
+
+def estimates(outputs, name: str) -> list[Estimate]:
+    return [o for o in outputs if isinstance(o, Estimate) and o.name == name]
+
+
+def alerts(outputs) -> list[Alert]:
+    return [o for o in outputs if isinstance(o, Alert)]
+
+
+def run(model, chunk):
+    return model.process(chunk, model.initial_state())
+
+
+def test_nmc_spread_and_soc_imbalance_at_rest():
+    n = 3700
+    cells = np.tile([3.667, 3.709, 3.690], (n, 1))  # OCV(40 %), OCV(45 %), one in between
+    out, state = run(make_model("NMC"), make_chunk(cells))
+
+    spread = estimates(out, "voltage_spread")
+    assert [(e.ts - T0) // 1000 for e in spread] == list(range(0, n, 60))
+    assert all(e.value == pytest.approx(0.042, abs=1e-12) and e.confidence is None for e in spread)
+    rel = estimates(out, "relative_spread_pct")
+    mean = (3.667 + 3.709 + 3.690) / 3
+    assert rel[0].value == pytest.approx(0.042 / mean * 100, rel=1e-12)
+    assert rel[0].value == pytest.approx(1.1386, abs=1e-4)
+
+    soc = estimates(out, "soc_imbalance")
+    # first at 600 s of rest (rest starts at row 0), then every minute
+    assert [(e.ts - T0) // 1000 for e in soc] == list(range(600, n, 60))
+    assert all(e.value == pytest.approx(5.0, abs=0.01) and e.unit == "%" for e in soc)
+    assert soc[0].confidence == pytest.approx(600 / 3600)
+    assert soc[10].confidence == pytest.approx(1200 / 3600)
+    full = [e for e in soc if e.ts - T0 >= 3_600_000]
+    assert full and all(e.confidence == pytest.approx(1.0) for e in full)
+    # 0.8 exactly at 2880 s of rest; the first slot entry above it is 2940 s
+    assert soc[38].ts - T0 == 2_880_000 and soc[38].confidence == pytest.approx(0.8)
+    assert next(e for e in soc if (e.confidence or 0.0) > 0.8 + 1e-9).ts - T0 == 2_940_000
+    assert state["rest_start"] == T0
+    assert alerts(out) == []
+
+
+def test_lfp_plateau_gives_low_confidence():
+    n = 3700
+    cells = np.tile([3.2675, 3.269], (n, 1))  # OCV(55 %), OCV(60 %)
+    out, _ = run(make_model("LFP"), make_chunk(cells))
+    soc = estimates(out, "soc_imbalance")
+    assert soc
+    last = soc[-1]  # fully rested: only the slope factor is left
+    assert last.value == pytest.approx(5.0, abs=0.01)
+    assert last.confidence == pytest.approx(0.06, abs=1e-9)
+    assert all(e.confidence is not None and e.confidence <= 0.3 for e in soc)
+
+
+def test_no_soc_imbalance_under_load_and_load_restarts_rest():
+    n = 1500
+    cells = np.tile([3.667, 3.709], (n, 1))
+    current = np.full(n, 40.0)  # discharging
+    out, state = run(make_model("NMC"), make_chunk(cells, current))
+    assert estimates(out, "soc_imbalance") == []
+    assert len(estimates(out, "voltage_spread")) == 25  # the spread is still reported
+    assert state["rest_start"] is None
+
+    current = np.zeros(n)
+    current[500] = 2.0  # a load pulse at row 500: rest restarts at row 501
+    out, _ = run(make_model("NMC"), make_chunk(cells, current))
+    soc = estimates(out, "soc_imbalance")
+    # rows 0..499 rested < 600 s; next 600 s of rest at row 1101, first slot entry after: 1140
+    assert [(e.ts - T0) // 1000 for e in soc] == list(range(1140, n, 60))
+    assert soc[0].confidence == pytest.approx(639 / 3600)
+
+
+def test_rest_spans_chunks_but_not_gaps():
+    model = make_model("NMC")
+    cells = np.tile([3.667, 3.709], (400, 1))
+    first = make_chunk(cells)
+    _, state = model.process(first, model.initial_state())
+    assert state["rest_start"] == T0
+    # continues 1 s later: rest carried across the chunk boundary, 600 s reached at row 600
+    ts = T0 + 1000 * np.arange(400, 800)
+    out, _ = model.process(make_chunk(cells, ts=ts, prev_ts=int(first.ts[-1])), state)
+    assert [(e.ts - T0) // 1000 for e in estimates(out, "soc_imbalance")] == [600, 660, 720, 780]
+    # the same samples after a 60 s gap: rest restarts at the first sample after the gap
+    ts_gap = ts + 60_000
+    out, new_state = model.process(make_chunk(cells, ts=ts_gap, prev_ts=int(first.ts[-1])), state)
+    assert estimates(out, "soc_imbalance") == []
+    assert new_state["rest_start"] == int(ts_gap[0])
+
+
+def test_cell_imbalance_raise_and_clear_with_hysteresis():
+    n = 300
+    spread = np.empty(n)
+    spread[:10] = 0.05
+    spread[10:70] = 0.12  # > 0.10: warning raised at row 39
+    spread[70:190] = 0.09  # inside the hysteresis band (0.08, 0.10]: stays raised
+    spread[190:] = 0.07  # < 0.08: cleared at row 249
+    cells = np.full((n, 4), 3.70)
+    cells[:, 3] = 3.70 - spread  # the lowest cell is cell 3
+    out, state = run(make_model("NMC"), make_chunk(cells, current=np.full(n, 25.0)))
+    a = alerts(out)
+    assert [((x.ts - T0) // 1000, x.severity, x.status, x.cell) for x in a] == [
+        (39, "warning", "raised", 3),
+        (249, "warning", "cleared", 3),
+    ]
+    assert a[0].value == pytest.approx(0.12, abs=1e-9) and a[0].threshold == 0.10
+    assert a[1].value == pytest.approx(0.07, abs=1e-9)
+    assert a[0].code == "cell_imbalance" and a[0].unit == "V"
+    assert state["channels"] == {}
+
+
+def test_cell_imbalance_critical_escalation_and_clear_order():
+    n = 200
+    cells = np.full((n, 3), 3.60)
+    cells[20:100, 0] = 3.25  # spread 0.35 > 0.30: warning and critical both raised at 49
+    cells[100:, 0] = 3.59  # spread 0.01: critical clears before warning, both at 159
+    out, _ = run(make_model("NMC"), make_chunk(cells))
+    assert [((x.ts - T0) // 1000, x.severity, x.status, x.cell) for x in alerts(out)] == [
+        (49, "warning", "raised", 0),
+        (49, "critical", "raised", 0),
+        (159, "critical", "cleared", 0),
+        (159, "warning", "cleared", 0),
+    ]
+
+
+def test_nan_cells_are_left_out_of_the_spread():
+    n = 5
+    cells = np.array([[3.70, np.nan, 3.65, 3.68]] * n)
+    cells[1] = [np.nan, np.nan, 3.65, np.nan]  # one finite cell: no spread at all
+    out, _ = run(make_model("NMC", estimate_interval_s=1.0), make_chunk(cells))
+    spread = estimates(out, "voltage_spread")
+    assert [(e.ts - T0) // 1000 for e in spread] == [0, 2, 3, 4]
+    assert spread[0].value == pytest.approx(0.05, abs=1e-12)
+
+
+def test_parameter_consistency_is_checked():
+    with pytest.raises(ContractError, match="spread_critical_v"):
+        make_model("NMC", spread_warning_v=0.3, spread_critical_v=0.2)
+    with pytest.raises(ContractError, match="spread_hysteresis_v"):
+        make_model("NMC", spread_hysteresis_v=0.2)
+
+
+def test_state_not_mutated():
+    model = make_model("NMC")
+    cells = np.full((40, 2), 3.6)
+    cells[:, 0] = 3.4
+    _, state = run(model, make_chunk(cells))
+    assert state["channels"]
+    frozen = copy.deepcopy(state)
+    ts = T0 + 1000 * np.arange(40, 80)
+    model.process(make_chunk(np.full((40, 2), 3.6), ts=ts, prev_ts=T0 + 39_000), state)
+    assert state == frozen
+
+
+# --------------------------------------------------------------------------- chunking
+
+N_SEQ = 1600
+
+
+def imbalance_sequence() -> Chunk:
+    rng = np.random.default_rng(11)
+    n = N_SEQ
+    ts = T0 + 1000 * np.arange(n)
+    ts[900:] += 45_000  # a gap: rest restarts
+    current = np.zeros(n)
+    current[300:340] = 30.0
+    current[1400:1420] = -12.0
+    cells = 3.70 + rng.normal(0.0, 0.003, (n, 5))
+    cells[100:400, 2] -= 0.13  # warning
+    cells[200:260, 2] -= 0.25  # critical
+    cells[1000:1200, 4] += 0.11 + rng.normal(0.0, 0.01, 200)
+    cells[::23, 1] = np.nan
+    return build_chunk("b", ts, current, prev_ts=None, max_gap_ms=MAX_GAP_MS, cells=cells)
+
+
+def run_in_pieces(model, chunk: Chunk, cuts: list[int], via_json: bool = False):
+    bounds = [0, *cuts, len(chunk)]
+    state = model.initial_state()
+    out: list = []
+    for a, b in itertools.pairwise(bounds):
+        o, state = model.process(chunk.slice(a, b), state)
+        out.extend(o)
+        if via_json:
+            state = json.loads(json.dumps(state))
+    return out, state
+
+
+PARAMS = {"min_rest_s": 120.0, "full_rest_s": 600.0, "estimate_interval_s": 13.0}
+
+
+@settings(max_examples=40, deadline=None)
+@given(cuts=st.lists(st.integers(1, N_SEQ - 1), max_size=25, unique=True).map(sorted))
+def test_chunking_invariance(cuts: list[int]):
+    model = make_model("NMC", **PARAMS)
+    chunk = imbalance_sequence()
+    whole_out, whole_state = run_in_pieces(model, chunk, [])
+    assert {(a.severity, a.status) for a in alerts(whole_out)} == {
+        ("warning", "raised"),
+        ("warning", "cleared"),
+        ("critical", "raised"),
+        ("critical", "cleared"),
+    }
+    assert estimates(whole_out, "soc_imbalance")
+    out, state = run_in_pieces(model, chunk, cuts)
+    assert out == whole_out
+    assert state == whole_state
+
+
+@settings(max_examples=30, deadline=None)
+@given(cut=st.integers(1, N_SEQ - 1))
+def test_state_json_round_trip_mid_way(cut: int):
+    model = make_model("NMC", **PARAMS)
+    chunk = imbalance_sequence()
+    whole_out, whole_state = run_in_pieces(model, chunk, [])
+    out, state = run_in_pieces(model, chunk, [cut], via_json=True)
+    assert out == whole_out
+    assert state == whole_state

@@ -1,0 +1,171 @@
+"""Chemistry parameter sets: OCV-SOC tables, limits and efficiencies, loaded from JSON data.
+
+A chemistry is data, not code (PyBaMM's parameter sets): `twin_stream/data/chemistries/*.json`
+ships NMC and LFP; a battery spec in settings may replace the OCV table or any limit. The
+helpers here are the only place OCV tables are interpolated, so every model reads the curve
+the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class ChemistryError(ValueError):
+    """A chemistry name or table that cannot be used."""
+
+
+@dataclass(frozen=True)
+class OcvTable:
+    """Monotonic OCV(SOC) curve of one cell: SOC in percent, voltage in volts."""
+
+    soc: tuple[float, ...]
+    voltage: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        s = np.asarray(self.soc, dtype=float)
+        v = np.asarray(self.voltage, dtype=float)
+        if s.shape != v.shape or s.size < 2:
+            raise ChemistryError(
+                "OCV table needs equally long soc and voltage lists of >= 2 points"
+            )
+        if not (np.all(np.diff(s) > 0) and np.all(np.diff(v) > 0)):
+            raise ChemistryError("OCV table must be strictly increasing in soc and in voltage")
+        if s[0] < 0 or s[-1] > 100:
+            raise ChemistryError("OCV table soc must lie within 0..100 %")
+
+    @property
+    def soc_array(self) -> FloatArray:
+        return np.asarray(self.soc, dtype=float)
+
+    @property
+    def voltage_array(self) -> FloatArray:
+        return np.asarray(self.voltage, dtype=float)
+
+    def soc_from_ocv(self, v: npt.ArrayLike) -> FloatArray:
+        """SOC [%] of cell voltage(s) taken as OCV; clamped to the table's ends."""
+        return np.interp(np.asarray(v, dtype=float), self.voltage_array, self.soc_array)
+
+    def ocv_from_soc(self, soc: npt.ArrayLike) -> FloatArray:
+        """OCV [V] at SOC [%]; clamped to the table's ends."""
+        return np.interp(np.asarray(soc, dtype=float), self.soc_array, self.voltage_array)
+
+    def slope_at_soc(self, soc: npt.ArrayLike) -> FloatArray:
+        """dOCV/dSOC [V per % SOC] of the piecewise-linear curve at SOC (segment slope)."""
+        s, v = self.soc_array, self.voltage_array
+        seg = np.clip(
+            np.searchsorted(s, np.asarray(soc, dtype=float), side="right") - 1, 0, s.size - 2
+        )
+        return (v[seg + 1] - v[seg]) / (s[seg + 1] - s[seg])
+
+    def energy_wh_per_ah(self, soc_from: npt.ArrayLike, soc_to: npt.ArrayLike) -> FloatArray:
+        """Integral of OCV over charge between two SOCs, in Wh per Ah of capacity.
+
+        E = C * integral_{soc_from}^{soc_to} OCV(s) ds / 100, exact for the piecewise-linear
+        curve (trapezoids on the table's knots plus the partial end segments).
+        """
+        s, v = self.soc_array, self.voltage_array
+        knots_cum = np.concatenate([[0.0], np.cumsum(np.diff(s) * (v[1:] + v[:-1]) / 2.0)])
+
+        def cumulative(x: FloatArray) -> FloatArray:
+            x = np.clip(x, s[0], s[-1])
+            seg = np.clip(np.searchsorted(s, x, side="right") - 1, 0, s.size - 2)
+            vx = np.interp(x, s, v)
+            return knots_cum[seg] + (x - s[seg]) * (v[seg] + vx) / 2.0
+
+        a = np.asarray(soc_from, dtype=float)
+        b = np.asarray(soc_to, dtype=float)
+        return (cumulative(b) - cumulative(a)) / 100.0
+
+
+@dataclass(frozen=True)
+class LimitLevel:
+    severity: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class LimitSet:
+    """Levelled limits of one quantity, e.g. cell voltage: over/under levels and a hysteresis."""
+
+    unit: str
+    over: tuple[LimitLevel, ...] = ()
+    under: tuple[LimitLevel, ...] = ()
+    hysteresis: float = 0.0
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> LimitSet:
+        def levels(key: str) -> tuple[LimitLevel, ...]:
+            return tuple(
+                LimitLevel(str(x["severity"]), float(x["threshold"])) for x in d.get(key, [])
+            )
+
+        return LimitSet(
+            unit=str(d.get("unit", "")),
+            over=levels("over"),
+            under=levels("under"),
+            hysteresis=float(d.get("hysteresis", 0.0)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "unit": self.unit,
+            "over": [{"severity": lv.severity, "threshold": lv.threshold} for lv in self.over],
+            "under": [{"severity": lv.severity, "threshold": lv.threshold} for lv in self.under],
+            "hysteresis": self.hysteresis,
+        }
+
+
+@dataclass(frozen=True)
+class Chemistry:
+    name: str
+    ocv: OcvTable
+    nominal_cell_voltage: float
+    charge_efficiency: float
+    discharge_efficiency: float
+    limits: dict[str, LimitSet] = field(default_factory=dict)
+    description: str = ""
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Chemistry:
+        eff = d.get("coulombic_efficiency", {})
+        return Chemistry(
+            name=str(d["name"]),
+            ocv=OcvTable(tuple(d["ocv"]["soc"]), tuple(d["ocv"]["voltage"])),
+            nominal_cell_voltage=float(d["nominal_cell_voltage"]),
+            charge_efficiency=float(eff.get("charge", 1.0)),
+            discharge_efficiency=float(eff.get("discharge", 1.0)),
+            limits={k: LimitSet.from_dict(v) for k, v in d.get("limits", {}).items()},
+            description=str(d.get("description", "")),
+        )
+
+
+@cache
+def builtin_chemistries() -> dict[str, Chemistry]:
+    """All chemistries shipped in `twin_stream/data/chemistries`, keyed by upper-case name."""
+    out: dict[str, Chemistry] = {}
+    folder = resources.files("twin_stream") / "data" / "chemistries"
+    for entry in folder.iterdir():
+        if entry.name.endswith(".json"):
+            chem = Chemistry.from_dict(json.loads(entry.read_text(encoding="utf-8")))
+            out[chem.name.upper()] = chem
+    return out
+
+
+def get_chemistry(name: str) -> Chemistry:
+    table = builtin_chemistries()
+    try:
+        return table[name.upper()]
+    except KeyError:
+        raise ChemistryError(
+            f"unknown chemistry {name!r}; known: {', '.join(sorted(table))}"
+        ) from None

@@ -1,0 +1,362 @@
+"""The `twin-stream` command line. Errors are one clear line on stderr and a non-zero exit,
+never a traceback; long work shows progress."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from twin_stream.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    name="twin-stream",
+    help="Streaming digital twin for battery fleets: replay files, run the live worker, "
+    "simulate fleets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+settings_app = typer.Typer(help="Inspect and check settings.", no_args_is_help=True)
+broker_app = typer.Typer(
+    help="A local single-node Kafka (KRaft) for development and tests.", no_args_is_help=True
+)
+app.add_typer(settings_app, name="settings")
+app.add_typer(broker_app, name="broker")
+
+out = Console()
+err = Console(stderr=True)
+
+SettingsOpt = Annotated[
+    Path | None, typer.Option("--settings", "-s", help="settings JSON file (TWIN_ env overrides)")
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _settings(path: Path | None) -> Settings:
+    try:
+        return load_settings(path)
+    except SettingsError as exc:
+        fail(str(exc))
+
+
+@contextmanager
+def _progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="recorded telemetry: .jsonl, .csv or .parquet")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
+    settings: SettingsOpt = None,
+    state: Annotated[
+        Path | None, typer.Option(help="battery state file: read if present, written at the end")
+    ] = None,
+    block: Annotated[int, typer.Option(min=1, help="records per processing block")] = 20_000,
+    progress: Annotated[
+        bool, typer.Option(help="progress bar (default: on a terminal)")
+    ] = sys.stderr.isatty(),
+) -> None:
+    """Replay a recorded file through the models, without a broker."""
+    from twin_stream.io import InputError
+    from twin_stream.replay import replay as run
+
+    cfg = _settings(settings)
+    try:
+        with _progress(f"replay {file.name}", progress) as update:
+            summary = run(file, out_dir, cfg, block=block, state_file=state, progress=update)
+    except (InputError, SettingsError) as exc:
+        fail(str(exc))
+    except (OSError, ValueError) as exc:
+        fail(f"{file}: {exc}")
+    table = Table(title=f"replay of {file.name} -> {out_dir}", show_header=False)
+    for key, value in summary.as_dict().items():
+        table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
+    out.print(table)
+
+
+@app.command()
+def simulate(
+    out_file: Annotated[
+        Path, typer.Option("--out", "-o", help="file to write (.jsonl, .csv, .parquet)")
+    ],
+    batteries: Annotated[int, typer.Option(min=1, help="number of batteries")] = 4,
+    cells: Annotated[int, typer.Option(min=1, max=1024, help="cells in series")] = 96,
+    chemistry: Annotated[str, typer.Option(help="NMC or LFP")] = "NMC",
+    duration: Annotated[float, typer.Option(min=1, help="seconds of telemetry")] = 3600.0,
+    hz: Annotated[float, typer.Option(min=0.01, max=100, help="samples per second")] = 1.0,
+    capacity: Annotated[float, typer.Option(min=0.1, help="Ah per cell string")] = 100.0,
+    temperatures: Annotated[int, typer.Option(min=0, max=1024, help="temperature sensors")] = 8,
+    seed: int = 0,
+    faults: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fault",
+            help="KIND=N, repeatable: over_voltage, under_voltage, weak_cell, dropout, "
+            "disorder, duplicates, bad_records",
+        ),
+    ] = None,
+) -> None:
+    """Write synthetic fleet telemetry, with the truth beside it (<out>.truth.json)."""
+    from twin_stream.chemistry import ChemistryError, get_chemistry
+    from twin_stream.io import InputError, file_format
+    from twin_stream.simulate import FaultSpec, SimConfig, write_records
+    from twin_stream.simulate import simulate as run
+
+    try:
+        file_format(out_file)
+        get_chemistry(chemistry)
+    except (InputError, ChemistryError) as exc:
+        fail(str(exc))
+    counts: dict[str, int] = {}
+    known = set(FaultSpec.__dataclass_fields__)
+    for spec in faults or []:
+        kind, _, count = spec.partition("=")
+        if kind not in known or not count.isdigit():
+            fail(f"--fault {spec!r}: expected KIND=N with KIND one of {', '.join(sorted(known))}")
+        counts[kind] = int(count)
+    cfg = SimConfig(
+        batteries=batteries,
+        cells=cells,
+        chemistry=chemistry.upper(),
+        capacity_ah=capacity,
+        duration_s=duration,
+        hz=hz,
+        temperatures=temperatures,
+        seed=seed,
+        faults=FaultSpec(**counts),
+    )
+    with err.status(f"simulating {batteries} x {cells} cells x {duration:g} s"):
+        result = run(cfg)
+        n = write_records(result.records, out_file)
+    truth_path = out_file.with_name(out_file.name + ".truth.json")
+    truth_path.write_text(json.dumps(result.truth, indent=1, default=str))
+    out.print(f"wrote {n:,} records to {out_file} and the truth to {truth_path}")
+
+
+@app.command()
+def models() -> None:
+    """List the models and their manifests."""
+    from twin_stream.registry import discover_models
+
+    for name, cls in discover_models().items():
+        m = cls.manifest
+        table = Table(title=f"{name} {m.version}: {m.description}", title_justify="left")
+        table.add_column("kind")
+        table.add_column("name")
+        table.add_column("unit")
+        table.add_column("detail")
+        for k, i in m.inputs.items():
+            table.add_row("input", k, i.unit, "required" if i.required else "optional")
+        for k, o in m.outputs.items():
+            table.add_row(o.kind, k, o.unit, o.description)
+        for k, p in m.parameters.items():
+            rng = "" if p.minimum is None and p.maximum is None else f" [{p.minimum}, {p.maximum}]"
+            table.add_row("parameter", k, p.unit, f"{p.type} = {p.default!r}{rng}")
+        out.print(table)
+
+
+@app.command()
+def schema(
+    out_dir: Annotated[Path | None, typer.Option("--out", help="write one file per record")] = None,
+) -> None:
+    """Export the JSON Schema of the telemetry and output records."""
+    from schemas import AlertRecord, DeadLetterRecord, EstimateRecord, Telemetry
+
+    schemas: dict[str, Any] = {
+        "telemetry": Telemetry.model_json_schema(),
+        "alert": AlertRecord.model_json_schema(),
+        "estimate": EstimateRecord.model_json_schema(),
+        "deadletter": DeadLetterRecord.model_json_schema(),
+    }
+    if out_dir is None:
+        out.print_json(json.dumps(schemas))
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, s in schemas.items():
+        (out_dir / f"{name}.schema.json").write_text(json.dumps(s, indent=2) + "\n")
+    out.print(f"wrote {len(schemas)} schemas to {out_dir}")
+
+
+@settings_app.command("check")
+def settings_check(settings: SettingsOpt = None) -> None:
+    """Validate settings (file + TWIN_ environment) and the model parameters."""
+    from twin_stream.engine import Engine
+
+    cfg = _settings(settings)
+    try:
+        Engine(cfg)
+    except SettingsError as exc:
+        fail(str(exc))
+    out.print(
+        f"settings OK: models {', '.join(cfg.models.enabled)}; "
+        f"{len(cfg.fleet.batteries)} battery overrides; kafka {cfg.kafka.bootstrap_servers}"
+    )
+
+
+@settings_app.command("show")
+def settings_show(settings: SettingsOpt = None) -> None:
+    """Print the effective settings as JSON."""
+    out.print_json(_settings(settings).model_dump_json())
+
+
+@app.command()
+def worker(
+    settings: SettingsOpt = None,
+    loglevel: Annotated[
+        str, typer.Option("--loglevel", "-l", help="debug, info, warning")
+    ] = "info",
+    web_port: Annotated[
+        int | None, typer.Option(help="HTTP port (metrics at /twin/metrics/)")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="table store folder")] = None,
+) -> None:
+    """Run the live service: consume telemetry, emit alerts and estimates."""
+    from agents.app import run_worker
+
+    cfg = _settings(settings)
+    try:
+        run_worker(cfg, loglevel=loglevel, web_port=web_port, data_dir=data_dir)
+    except SettingsError as exc:
+        fail(str(exc))
+    except Exception as exc:  # a worker that cannot start says why in one line
+        fail(f"worker: {type(exc).__name__}: {exc}")
+
+
+@app.command()
+def publish(
+    file: Annotated[Path, typer.Argument(help="recorded telemetry: .jsonl, .csv or .parquet")],
+    settings: SettingsOpt = None,
+    speed: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="X times real time (default: as fast as possible)"),
+    ] = None,
+    topic: Annotated[str | None, typer.Option(help="default: the input topic")] = None,
+    progress: Annotated[bool, typer.Option()] = sys.stderr.isatty(),
+) -> None:
+    """Publish a recorded file into the input topic, keyed by battery_id."""
+    import asyncio
+
+    from twin_stream.io import InputError
+    from twin_stream.kafka_io import ensure_topics
+    from twin_stream.kafka_io import publish as run
+
+    cfg = _settings(settings)
+    try:
+        asyncio.run(ensure_topics(cfg))
+        with _progress(f"publish {file.name}", progress) as update:
+            n = asyncio.run(run(file, cfg, speed=speed, progress=update, topic=topic))
+    except InputError as exc:
+        fail(str(exc))
+    except Exception as exc:
+        fail(f"publish to {cfg.kafka.bootstrap_servers}: {type(exc).__name__}: {exc}")
+    out.print(f"published {n:,} records to {topic or cfg.topics.input}")
+
+
+@app.command()
+def record(
+    topic: Annotated[str, typer.Argument(help="topic to copy")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="JSON Lines file")],
+    settings: SettingsOpt = None,
+    idle: Annotated[float, typer.Option(min=0.1, help="stop after this many idle seconds")] = 5.0,
+    max_records: Annotated[int | None, typer.Option(min=1)] = None,
+) -> None:
+    """Copy a topic (committed records, from the beginning) to JSON Lines."""
+    import asyncio
+
+    from twin_stream.kafka_io import record as run
+
+    cfg = _settings(settings)
+    try:
+        n = asyncio.run(run(topic, out_file, cfg, idle_s=idle, max_records=max_records))
+    except Exception as exc:
+        fail(f"record {topic} from {cfg.kafka.bootstrap_servers}: {type(exc).__name__}: {exc}")
+    out.print(f"recorded {n:,} records of {topic} to {out_file}")
+
+
+@broker_app.command("up")
+def broker_up(
+    port: Annotated[int | None, typer.Option(help="default: a free port")] = None,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Fetch (cached) and start a local Kafka on 127.0.0.1; prints its bootstrap address."""
+    from twin_stream.broker import BrokerError, up
+
+    try:
+        with err.status("starting the local Kafka broker"):
+            info = up(port=port, data_dir=data_dir)
+    except BrokerError as exc:
+        fail(str(exc))
+    out.print(info.bootstrap)
+
+
+@broker_app.command("down")
+def broker_down() -> None:
+    """Stop the local Kafka broker."""
+    from twin_stream.broker import down
+
+    out.print("stopped" if down() else "no broker was running")
+
+
+@broker_app.command("status")
+def broker_status() -> None:
+    """Is the local broker running and answering?"""
+    from twin_stream.broker import ping, status
+
+    info = status()
+    if info is None or not ping(info.bootstrap):
+        fail("no local broker is running", code=1)
+    out.print(f"running at {info.bootstrap} (pid {info.pid}, data {info.data_dir})")
+
+
+def main() -> None:
+    import os
+
+    try:
+        app(standalone_mode=True)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("TWIN_DEBUG"):
+            raise
+        err.print(
+            f"[bold red]error:[/] internal error {type(exc).__name__}: {exc} "
+            "(set TWIN_DEBUG=1 for the traceback, and please report it)",
+            highlight=False,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""The one record codec: bytes/text/objects in -> validated rows, outputs -> wire records.
+
+Validation has two implementations of the same rules (`schemas.telemetry.Telemetry`):
+`lean_row` is the hot path (plain Python type and range checks, about a microsecond), and
+pydantic is consulted only for a record the lean check refused, to give its precise reason.
+Tests hold the two to agreement. Every refused record becomes exactly one `DeadLetter`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.telemetry import LIMITS, Telemetry, parse_rfc3339_ms
+from twin_stream.outputs import Alert, Estimate, Output
+
+NAN = math.nan
+_ID = re.compile(LIMITS["battery_id_pattern"])
+_TS_MIN, _TS_MAX = int(LIMITS["ts_min_ms"]), int(LIMITS["ts_max_ms"])
+_I_MAX = float(LIMITS["current_abs_max_a"])
+_V_MAX = float(LIMITS["voltage_max_v"])
+_CELL_MAX = float(LIMITS["cell_voltage_max_v"])
+_T_MIN, _T_MAX = float(LIMITS["temperature_min_degc"]), float(LIMITS["temperature_max_degc"])
+_N_MAX = int(LIMITS["array_max_items"])
+_SOH_FRAC = float(LIMITS["soh_fraction_max"])
+_NUM = frozenset((float, int))
+
+
+class Row(NamedTuple):
+    """A validated sample; optional scalars are NaN when absent, arrays None."""
+
+    battery_id: str
+    ts: int
+    current: float
+    voltage: float
+    cells: list[float] | None
+    temps: list[float] | None
+    soc: float
+    soh: float
+    raw: Any  # the record as received (dict or text), kept only by reference for dead letters
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    error: str
+    raw: str
+    source: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"error": self.error, "raw": self.raw, "source": self.source}
+
+
+def _num(x: Any, lo: float, hi: float) -> float | None:
+    t = type(x)
+    if t is float or t is int:
+        x = float(x)
+        if lo <= x <= hi:  # NaN fails both comparisons
+            return x
+    return None
+
+
+def _opt(obj: Mapping[str, Any], key: str, lo: float, hi: float) -> float | bool | None:
+    """NaN when absent/None, the number when valid, False when invalid."""
+    x = obj.get(key)
+    if x is None:
+        return NAN
+    v = _num(x, lo, hi)
+    return False if v is None else v
+
+
+def _array(x: Any, lo: float, hi: float) -> list[float] | bool | None:
+    if x is None:
+        return None
+    if type(x) is not list or not 0 < len(x) <= _N_MAX or not set(map(type, x)) <= _NUM:
+        return False
+    s = sum(x)
+    if s - s != 0.0 or min(x) < lo or max(x) > hi:  # NaN/inf, then range
+        return False
+    return x
+
+
+def lean_row(obj: Any, source: str = "") -> Row | None:
+    """The telemetry rules of `schemas.telemetry`, fast; None when the record is invalid."""
+    if type(obj) is not dict:
+        return None
+    bid = obj.get("battery_id")
+    if type(bid) is not str or _ID.fullmatch(bid) is None:
+        return None
+    ts = obj.get("ts")
+    if type(ts) is str:
+        try:
+            ts = parse_rfc3339_ms(ts)
+        except ValueError:
+            return None
+    elif type(ts) is not int:
+        return None
+    if not _TS_MIN <= ts <= _TS_MAX:
+        return None
+    cur = _num(obj.get("current"), -_I_MAX, _I_MAX)
+    if cur is None:
+        return None
+    volt = _opt(obj, "voltage", 0.0, _V_MAX)
+    soc = _opt(obj, "soc", 0.0, 100.0)
+    soh = _opt(obj, "soh", -math.inf, 100.0)
+    if volt is False or soc is False or soh is False or (soh is not None and soh <= _SOH_FRAC):
+        return None
+    cells = _array(obj.get("cell_voltages"), 0.0, _CELL_MAX)
+    temps = _array(obj.get("temperatures"), _T_MIN, _T_MAX)
+    if cells is False or temps is False:
+        return None
+    seq = obj.get("seq")
+    if seq is not None and (type(seq) is not int or seq < 0):
+        return None
+    return Row(bid, ts, cur, volt, cells, temps, soc, soh, obj, source)  # type: ignore[arg-type]
+
+
+def reason(obj: Any) -> str:
+    """The precise reason a record is invalid, from the pydantic model (slow path only)."""
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {type(obj).__name__}"
+    try:
+        Telemetry.model_validate(obj)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        loc = (
+            ".".join(
+                str(p)
+                for p in err["loc"]
+                if not str(p).startswith(("function-after", "int", "str"))
+            )
+            or "record"
+        )
+        if err["type"] == "missing":
+            return f"{loc}: field required"
+        msg = err["msg"].removeprefix("Value error, ")
+        return f"{loc}: {msg} (got {_short(err.get('input'))})"
+    return "record refused by the lean validator but accepted by the schema (please report)"
+
+
+def _short(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _raw_text(raw: Any) -> str:
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return bytes(raw).decode("utf-8", errors="replace")
+    if isinstance(raw, str):
+        return raw
+    try:
+        return orjson.dumps(raw, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    except TypeError:
+        return repr(raw)
+
+
+def dead_letter(error: str, raw: Any, source: str) -> DeadLetter:
+    return DeadLetter(error, _raw_text(raw), source)
+
+
+class Decoder:
+    """Turns messages (one object, or an array of objects) into rows and dead letters.
+
+    `field_map` renames a source's field names to the logical ones before validation.
+    """
+
+    def __init__(self, field_map: Mapping[str, str] | None = None, max_bytes: int = 1 << 20):
+        self.field_map = dict(field_map or {})
+        self.max_bytes = max_bytes
+
+    def _rename(self, obj: Any) -> Any:
+        if self.field_map and type(obj) is dict:
+            fm = self.field_map
+            return {fm.get(k, k): v for k, v in obj.items()}
+        return obj
+
+    def decode_object(self, obj: Any, source: str, rows: list[Row], dead: list[DeadLetter]) -> None:
+        if type(obj) is list:
+            for i, item in enumerate(obj):
+                self.decode_object_single(item, f"{source}[{i}]", rows, dead)
+        else:
+            self.decode_object_single(obj, source, rows, dead)
+
+    def decode_object_single(
+        self, obj: Any, source: str, rows: list[Row], dead: list[DeadLetter]
+    ) -> None:
+        obj = self._rename(obj)
+        row = lean_row(obj, source)
+        if row is None:
+            dead.append(dead_letter(reason(obj), obj, source))
+        else:
+            rows.append(row)
+
+    def decode(
+        self, data: bytes | str, source: str, rows: list[Row], dead: list[DeadLetter]
+    ) -> None:
+        """Decode one message (bytes or text) into `rows`/`dead`."""
+        if len(data) > self.max_bytes:
+            dead.append(
+                dead_letter(
+                    f"message of {len(data)} bytes exceeds max_message_bytes {self.max_bytes}",
+                    data[:1024],
+                    source,
+                )
+            )
+            return
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            dead.append(dead_letter(f"invalid JSON: {exc}", data, source))
+            return
+        if type(obj) is list and not obj:
+            dead.append(dead_letter("empty array: no record", data, source))
+            return
+        self.decode_object(obj, source, rows, dead)
+
+
+def iso_ms(ts_ms: int) -> str:
+    """RFC 3339 UTC with milliseconds: 2026-01-01T00:00:00.000Z."""
+    dt = datetime.fromtimestamp(ts_ms // 1000, tz=UTC)
+    return f"{dt:%Y-%m-%dT%H:%M:%S}.{ts_ms % 1000:03d}Z"
+
+
+def output_record(battery_id: str, out: Output) -> dict[str, Any]:
+    """The wire record (schemas.outputs) of a model output."""
+    if isinstance(out, Alert):
+        return {
+            "battery_id": battery_id,
+            "ts": iso_ms(out.ts),
+            "model": out.model,
+            "code": out.code,
+            "severity": out.severity,
+            "status": out.status,
+            "cell": None if out.cell is None else int(out.cell),
+            "value": float(out.value),
+            "threshold": float(out.threshold),
+            "unit": out.unit,
+            "message": out.message,
+        }
+    assert isinstance(out, Estimate)
+    return {
+        "battery_id": battery_id,
+        "ts": iso_ms(out.ts),
+        "model": out.model,
+        "name": out.name,
+        "value": float(out.value),
+        "unit": out.unit,
+        "confidence": None if out.confidence is None else float(out.confidence),
+    }
+
+
+def dumps(record: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(record)
+
+
+def iter_dumps(records: Iterable[Mapping[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in records)

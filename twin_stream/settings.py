@@ -1,0 +1,260 @@
+"""The one settings loader: defaults (these pydantic models), then a JSON file, then `TWIN_`
+environment overrides, validated together.
+
+Environment keys nest with double underscores, values are JSON when they parse as JSON and
+text otherwise: `TWIN_ENGINE__MAX_GAP_S=120`, `TWIN_KAFKA__BOOTSTRAP_SERVERS=host:9092`,
+`TWIN_MODELS__ENABLED='["eq_cycles"]'`. An unknown key or an out-of-range value is one
+`SettingsError` naming it. Battery specs: fleet defaults, overridden per battery id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from twin_stream.chemistry import Chemistry, ChemistryError, LimitSet, OcvTable, get_chemistry
+from twin_stream.spec import BatterySpec
+
+ENV_PREFIX = "TWIN_"
+DEFAULT_MODELS = ["eq_cycles", "voltage_monitor", "imbalance_analysis", "soc_ocv_estimation"]
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class KafkaSettings(_Strict):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+
+
+class TopicSettings(_Strict):
+    input: str = "twin.telemetry"
+    alerts: str = "twin.alerts"
+    estimates: str = "twin.estimates"
+    deadletter: str = "twin.deadletter"
+    partitions: int = Field(4, ge=1, le=4096)
+    replication_factor: int = Field(1, ge=1, le=16)
+
+
+class WorkerSettings(_Strict):
+    app_id: str = "twin-stream"
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    store: Literal["rocksdb://", "memory://"] = "rocksdb://"
+    data_dir: str = "twin-data"
+    web_port: int = Field(6066, ge=1, le=65535)
+    stale_after_s: float = Field(30.0, gt=0, le=86_400)
+    take_max: int = Field(2000, ge=1, le=100_000)
+    take_within_s: float = Field(0.05, gt=0, le=10)
+    standby_replicas: int = Field(0, ge=0, le=8)
+
+
+class EngineSettings(_Strict):
+    allowed_lateness_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="out-of-order records within this are reordered; "
+        "outputs wait this long in event time, so keep it small for fast alerts",
+    )
+    max_gap_s: float = Field(60.0, gt=0, le=86_400 * 30)
+    max_message_bytes: int = Field(1 << 20, ge=1024, le=1 << 28)
+    max_buffered_per_battery: int = Field(100_000, ge=1)
+
+
+class ModelsSettings(_Strict):
+    enabled: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS))
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class InputSettings(_Strict):
+    field_map: dict[str, str] = Field(
+        default_factory=dict, description="source field name -> logical name"
+    )
+
+
+class OcvTableSettings(_Strict):
+    soc: list[float]
+    voltage: list[float]
+
+
+class LimitLevelSettings(_Strict):
+    severity: Literal["info", "warning", "critical"]
+    threshold: float
+
+
+class LimitSetSettings(_Strict):
+    unit: str = ""
+    over: list[LimitLevelSettings] = []
+    under: list[LimitLevelSettings] = []
+    hysteresis: float = Field(0.0, ge=0)
+
+
+class BatteryOverrides(_Strict):
+    chemistry: str | None = None
+    capacity_ah: float | None = Field(None, gt=0, le=1e6)
+    cells_in_series: int | None = Field(None, ge=1, le=1024)
+    nominal_voltage: float | None = Field(None, gt=0, le=5000)
+    ocv_table: OcvTableSettings | None = None
+    limits: dict[str, LimitSetSettings] | None = None
+    current_sign: Literal[1, -1] | None = None
+
+
+class BatteryDefaults(BatteryOverrides):
+    chemistry: str | None = "NMC"
+    capacity_ah: float | None = Field(100.0, gt=0, le=1e6)
+    current_sign: Literal[1, -1] | None = 1
+
+
+class FleetSettings(_Strict):
+    defaults: BatteryDefaults = Field(default_factory=BatteryDefaults)
+    batteries: dict[str, BatteryOverrides] = Field(default_factory=dict)
+
+
+class Settings(_Strict):
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
+    input: InputSettings = Field(default_factory=InputSettings)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
+
+    @model_validator(mode="after")
+    def _check_specs(self) -> Settings:
+        # Resolve every spec once so a bad chemistry or OCV table fails at load time.
+        try:
+            resolve_spec(self.fleet.defaults, None)
+        except SettingsError as exc:
+            raise ValueError(f"fleet.defaults.{exc}") from None
+        for bid, ov in self.fleet.batteries.items():
+            try:
+                resolve_spec(self.fleet.defaults, ov)
+            except SettingsError as exc:
+                raise ValueError(f"fleet.batteries.{bid}: {exc}") from None
+        return self
+
+    def spec_for(self, battery_id: str) -> BatterySpec:
+        return resolve_spec(self.fleet.defaults, self.fleet.batteries.get(battery_id))
+
+    def current_sign_for(self, battery_id: str) -> int:
+        ov = self.fleet.batteries.get(battery_id)
+        if ov is not None and ov.current_sign is not None:
+            return ov.current_sign
+        return self.fleet.defaults.current_sign or 1
+
+
+def resolve_spec(defaults: BatteryDefaults, override: BatteryOverrides | None) -> BatterySpec:
+    merged = defaults.model_dump(exclude_none=False)
+    if override is not None:
+        merged.update(override.model_dump(exclude_none=True))
+    try:
+        base = get_chemistry(str(merged["chemistry"]))
+    except ChemistryError as exc:
+        raise SettingsError(f"chemistry: {exc}") from None
+    ocv = base.ocv
+    if merged.get("ocv_table"):
+        try:
+            ocv = OcvTable(tuple(merged["ocv_table"]["soc"]), tuple(merged["ocv_table"]["voltage"]))
+        except ChemistryError as exc:
+            raise SettingsError(f"ocv_table: {exc}") from None
+    limits = dict(base.limits)
+    for name, ls in (merged.get("limits") or {}).items():
+        limits[name] = LimitSet.from_dict(ls)
+    chem = Chemistry(
+        name=base.name,
+        ocv=ocv,
+        nominal_cell_voltage=base.nominal_cell_voltage,
+        charge_efficiency=base.charge_efficiency,
+        discharge_efficiency=base.discharge_efficiency,
+        limits=limits,
+        description=base.description,
+    )
+    key = json.dumps({k: v for k, v in merged.items() if k != "current_sign"}, sort_keys=True)
+    return BatterySpec(
+        key=key,
+        chemistry=chem,
+        capacity_ah=float(merged["capacity_ah"]),
+        cells_in_series=merged.get("cells_in_series"),
+        nominal_voltage=merged.get("nominal_voltage"),
+    )
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or name.startswith("TWIN_TEST_"):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if path[0] not in Settings.model_fields:
+            continue  # TWIN_ variables of other tools (e.g. TWIN_BROKER_HOME)
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        node = out
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        node[path[-1]] = value
+    return out
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _format(exc: ValidationError, origin: str) -> str:
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if not loc:
+        return f"{origin}: {msg}"
+    if err["type"] == "extra_forbidden":
+        return f"{origin}: unknown key {loc}"
+    return f"{origin}: {loc}: {msg} (got {err.get('input')!r})"
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Defaults <- file <- environment, validated; raises SettingsError naming the key."""
+    data: dict[str, Any] = {}
+    origin = "settings"
+    if path is not None:
+        p = Path(path)
+        origin = str(p)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SettingsError(f"{p}: cannot read settings file: {exc.strerror}") from None
+        except ValueError as exc:
+            raise SettingsError(f"{p}: not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise SettingsError(f"{p}: settings must be a JSON object")
+    env = _env_overrides(os.environ if environ is None else environ)
+    if env:
+        data = _deep_merge(data, env)
+        origin += " + TWIN_ environment"
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_format(exc, origin)) from None
