@@ -145,17 +145,20 @@ def simulate(
         if kind not in known or not count.isdigit():
             fail(f"--fault {spec!r}: expected KIND=N with KIND one of {', '.join(sorted(known))}")
         counts[kind] = int(count)
-    cfg = SimConfig(
-        batteries=batteries,
-        cells=cells,
-        chemistry=chemistry.upper(),
-        capacity_ah=capacity,
-        duration_s=duration,
-        hz=hz,
-        temperatures=temperatures,
-        seed=seed,
-        faults=FaultSpec(**counts),
-    )
+    try:
+        cfg = SimConfig(
+            batteries=batteries,
+            cells=cells,
+            chemistry=chemistry.upper(),
+            capacity_ah=capacity,
+            duration_s=duration,
+            hz=hz,
+            temperatures=temperatures,
+            seed=seed,
+            faults=FaultSpec(**counts),
+        )
+    except ValueError as exc:
+        fail(str(exc))
     with err.status(f"simulating {batteries} x {cells} cells x {duration:g} s"):
         result = run(cfg)
         n = write_records(result.records, out_file)

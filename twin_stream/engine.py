@@ -179,8 +179,10 @@ class Engine:
             log.exception("internal error processing %s", battery_id)
             self.metrics.errors += len(rows)
             why = f"internal error processing {battery_id}: {type(exc).__name__}: {exc}"
-            return Result(dead=[dead_letter(why, r.raw, r.source) for r in rows],
-                          state=self._check_state(battery_id, state))
+            return Result(
+                dead=[dead_letter(why, r.raw, r.source) for r in rows],
+                state=self._check_state(battery_id, state),
+            )
         res.state = st
         return res
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas.telemetry import Telemetry, parse_rfc3339_ms
-from twin_stream.codec import Decoder, iso_ms, lean_row, reason
+from twin_stream.codec import Decoder, iso_ms, lean_row, lean_row_json, reason
 
 GOOD = {
     "battery_id": "bus-17:pack.A",
@@ -57,6 +57,17 @@ def test_lean_and_schema_agree_on_mutated_records(patch: dict, start_from_good: 
         assert row.ts == rec.ts_ms
         assert row.current == rec.current
         assert row.cells == rec.cell_voltages
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(GOOD)), anything, max_size=9), st.booleans())
+def test_json_fast_path_agrees_with_schema(patch: dict, start_from_good: bool) -> None:
+    obj = {**GOOD, **patch} if start_from_good else patch
+    text = orjson.dumps(obj)
+    row = lean_row_json(text)
+    assert (row is not None) == schema_accepts(orjson.loads(text)), text
+    if row is not None:
+        assert row == lean_row(orjson.loads(text))._replace(raw=text)  # type: ignore[union-attr]
 
 
 def test_good_record_normalised() -> None:

@@ -240,6 +240,7 @@ def test_a_failing_model_dead_letters_its_rows_and_keeps_state(monkeypatch) -> N
     monkeypatch.setattr(model, "process", boom)
     bad = eng.process("b1", rows[5:], ok.state)
     assert [d.error for d in bad.dead] == [
-        "internal error processing b1: ZeroDivisionError: bug"] * 5
+        "internal error processing b1: ZeroDivisionError: bug"
+    ] * 5
     assert bad.state["last_ts"] == ok.state["last_ts"]  # nothing half-applied
     assert eng.metrics.errors == 5 and eng.metrics.dead_letters == 5
