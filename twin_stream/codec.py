@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 import orjson
 from pydantic import ValidationError
 
@@ -23,6 +25,7 @@ from schemas.telemetry import LIMITS, Telemetry, parse_rfc3339_ms
 from twin_stream.outputs import Alert, Estimate, Output
 
 NAN = math.nan
+FloatArray = npt.NDArray[np.float64]
 _ID = re.compile(LIMITS["battery_id_pattern"])
 _TS_MIN, _TS_MAX = int(LIMITS["ts_min_ms"]), int(LIMITS["ts_max_ms"])
 _I_MAX = float(LIMITS["current_abs_max_a"])
@@ -40,8 +43,8 @@ class Row(NamedTuple):
     ts: int
     current: float
     voltage: float
-    cells: list[float] | None
-    temps: list[float] | None
+    cells: list[float] | FloatArray | None
+    temps: list[float] | FloatArray | None
     soc: float
     soh: float
     raw: Any  # the record as received (dict or text), kept only by reference for dead letters
@@ -183,6 +186,9 @@ class Decoder:
     def __init__(self, field_map: Mapping[str, str] | None = None, max_bytes: int = 1 << 20):
         self.field_map = dict(field_map or {})
         self.max_bytes = max_bytes
+        from twin_stream.fastjson import FastDecoder
+
+        self.fast = FastDecoder(max_bytes)
 
     def _rename(self, obj: Any) -> Any:
         if self.field_map and type(obj) is dict:
@@ -206,6 +212,36 @@ class Decoder:
             dead.append(dead_letter(reason(obj), obj, source))
         else:
             rows.append(row)
+
+    def decode_many(
+        self,
+        items: list[tuple[Any, str]],
+        rows: list[Row],
+        dead: list[DeadLetter],
+        origin: list[int] | None = None,
+        dead_origin: list[int] | None = None,
+    ) -> None:
+        """Decode a batch of (message bytes/text or object, source), keeping their order.
+
+        Plain JSON messages take the simdjson fast path (`twin_stream.fastjson`) as a batch;
+        whatever it does not accept is decided one by one by `decode`/`decode_object`. When
+        given, `origin`/`dead_origin` receive the item index of each row/dead letter."""
+        fast: list[Row | None] | None = None
+        if not self.field_map and items and all(type(p) is bytes for p, _ in items):
+            fast = self.fast.decode_batch(items)
+        for i, (payload, source) in enumerate(items):
+            row = fast[i] if fast is not None else None
+            n_rows, n_dead = len(rows), len(dead)
+            if row is not None:
+                rows.append(row)
+            elif isinstance(payload, bytes | str):
+                self.decode(payload, source, rows, dead)
+            else:
+                self.decode_object(payload, source, rows, dead)
+            if origin is not None:
+                origin.extend([i] * (len(rows) - n_rows))
+            if dead_origin is not None:
+                dead_origin.extend([i] * (len(dead) - n_dead))
 
     def decode(
         self, data: bytes | str, source: str, rows: list[Row], dead: list[DeadLetter]

@@ -349,13 +349,17 @@ def _nan_to_none(x: float) -> float | None:
     return None if math.isnan(x) else x
 
 
+def _listed(x: Any) -> list[float] | None:
+    return x.tolist() if isinstance(x, np.ndarray) else x
+
+
 def _row_to_json(r: Row) -> list[Any]:
     return [
         r.ts,
         r.current,
         _nan_to_none(r.voltage),
-        r.cells,
-        r.temps,
+        _listed(r.cells),
+        _listed(r.temps),
         _nan_to_none(r.soc),
         _nan_to_none(r.soh),
         r.source,
@@ -371,11 +375,13 @@ def _row_from_json(battery_id: str, j: Sequence[Any]) -> Row:
     )
 
 
-def _matrix(values: Iterable[list[float] | None], n: int, width: int | None) -> np.ndarray:
+def _matrix(values: Iterable[Any], n: int, width: int | None) -> np.ndarray:
     if not width:
         return np.empty((n, 0))
     vals = list(values)
     if all(v is not None for v in vals):
+        if type(vals[0]) is np.ndarray:  # rows from the fast decoder
+            return np.concatenate(vals).reshape(n, width)
         return np.array(vals, dtype=np.float64).reshape(n, width)
     out = np.full((n, width), np.nan)
     for i, v in enumerate(vals):

@@ -76,11 +76,7 @@ def replay(
         for items in reader.blocks(block):
             rows: list[Row] = []
             dead: list[DeadLetter] = []
-            for payload, source in items:
-                if isinstance(payload, bytes | str):
-                    decoder.decode(payload, source, rows, dead)
-                else:
-                    decoder.decode_object(payload, source, rows, dead)
+            decoder.decode_many(items, rows, dead)
             n_in += len(items)
             engine.count_invalid(len(dead))
             groups: dict[str, list[Row]] = {}

@@ -164,3 +164,72 @@ def test_field_map_renames_before_validation() -> None:
 
 def test_reason_for_valid_record_flags_disagreement() -> None:
     assert "please report" in reason(GOOD)
+
+
+def _values(row) -> tuple:
+    def arr(x):
+        return None if x is None else [float(v) for v in x]
+
+    return (
+        row.battery_id,
+        row.ts,
+        row.current,
+        repr(row.voltage),
+        arr(row.cells),
+        arr(row.temps),
+        repr(row.soc),
+        repr(row.soh),
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.dictionaries(st.sampled_from(sorted(GOOD)), anything, max_size=9), st.booleans()
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_batch_fast_path_agrees_with_schema_and_keeps_order(batch) -> None:
+    texts = [orjson.dumps({**GOOD, **p} if good else p) for p, good in batch]
+    items = [(t, f"s:{i}") for i, t in enumerate(texts)]
+    rows: list = []
+    dead: list = []
+    origin: list = []
+    Decoder().decode_many(items, rows, dead, origin)
+    expected = [i for i, t in enumerate(texts) if schema_accepts(orjson.loads(t))]
+    assert origin == expected
+    assert len(dead) == len(texts) - len(expected)
+    for row, i in zip(rows, origin, strict=True):
+        slow = lean_row(orjson.loads(texts[i]))
+        assert _values(row) == _values(slow)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"battery_id": "b", "ts": 1, "current": 1, "cell_voltages": [[3.1], 3.2]}',
+        b'{"battery_id": "b", "ts": 1, "current": 1, "current": "x"}',
+        b'{"battery_id": "b", "ts": 1, "current": 1, "cell_voltages": [3.1, 11.0]}',
+        b'{"battery_id": "b", "ts": 1, "current": 1, "temperatures": [20, true]}',
+        b'{"battery_id": "b", "ts": 1, "current": 1, "cell_voltages": [1e400]}',
+    ],
+)
+def test_fast_path_never_accepts_what_the_schema_refuses(text: bytes) -> None:
+    from twin_stream.fastjson import FastDecoder
+
+    assert FastDecoder().decode_batch([(text, "s")]) == [None]
+
+
+def test_fast_path_takes_plain_records_and_leaves_extras_to_the_slow_path() -> None:
+    from twin_stream.fastjson import FastDecoder
+
+    plain = orjson.dumps({k: v for k, v in GOOD.items()})
+    extra = orjson.dumps({**GOOD, "gateway": "gw-1"})
+    out = FastDecoder().decode_batch([(plain, "a"), (extra, "b")])
+    assert out[0] is not None and out[1] is None
+    rows: list = []
+    Decoder().decode_many([(extra, "b")], rows, [])
+    assert rows[0].battery_id == GOOD["battery_id"]  # the slow path accepts it
