@@ -307,6 +307,56 @@ def record(
     out.print(f"recorded {n:,} records of {topic} to {out_file}")
 
 
+@app.command()
+def demo(
+    settings: SettingsOpt = None,
+    bootstrap: Annotated[
+        str | None,
+        typer.Option(help="Kafka bootstrap servers (default: start or reuse the local broker)"),
+    ] = None,
+    duration: Annotated[
+        float,
+        typer.Option(
+            min=0, help="seconds of live streaming; 0 = the whole simulated hour, then stop"
+        ),
+    ] = 60.0,
+    batteries: Annotated[int, typer.Option(min=1, help="simulated batteries")] = 4,
+    cells: Annotated[int, typer.Option(min=1, max=1024, help="cells in series")] = 96,
+    speed: Annotated[float, typer.Option(min=0.1, help="X times real time")] = 10.0,
+    stale_after: Annotated[
+        float | None,
+        typer.Option(
+            min=0.5,
+            help="telemetry_stale after this many silent seconds (default: scaled to --speed)",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="simulation seed")] = 0,
+    keep_topics: Annotated[
+        bool, typer.Option(help="keep the run's topics on the broker afterwards")
+    ] = False,
+) -> None:
+    """All of it at once: a broker, topics, a worker, a simulated fleet with faults, and live
+    alerts and estimates; stops on Ctrl-C or after --duration."""
+    from twin_stream.demo import run_demo
+
+    cfg = _settings(settings)
+    code = run_demo(
+        cfg,
+        bootstrap=bootstrap,
+        duration_s=duration or None,
+        batteries=batteries,
+        cells=cells,
+        speed=speed,
+        console=out,
+        err=err,
+        stale_after_s=stale_after,
+        seed=seed,
+        keep_topics=keep_topics,
+    )
+    if code:
+        raise typer.Exit(code)
+
+
 @broker_app.command("up")
 def broker_up(
     port: Annotated[int | None, typer.Option(help="default: a free port")] = None,

@@ -11,7 +11,8 @@
    its tail printed) when the worker failed.
 4. A simulated fleet (`twin_stream.simulate`) with injected faults (an over-voltage cell, a
    weak cell, a dropout plus a battery that falls silent at the end, bad records), starting
-   at the current time, published keyed by battery_id at `speed` times real time.
+   at the current time, published keyed by battery_id at `speed` times real time (by a
+   paced producer here: the records are in memory, and bad records may not be JSON at all).
 5. The output topics are read (read_committed: only what the worker's transactions
    committed) and shown with rich: alerts as coloured lines, estimates as a live per-battery
    table on a terminal or as lines otherwise; at the end a summary from the worker's metrics
@@ -49,7 +50,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from twin_stream.settings import Settings
+from twin_stream.settings import Settings, SettingsError
 
 FAULTS = {"over_voltage": 1, "weak_cell": 1, "dropout": 1, "bad_records": 3}
 """Injected into the simulated fleet (see `twin_stream.simulate.FaultSpec`)."""
@@ -60,7 +61,7 @@ WORKER_READY_S = 90.0
 """Longest wait for the worker to join its group and recover its tables."""
 WORKER_STOP_S = 20.0
 """Grace after SIGTERM before the worker is killed."""
-DRAIN_IDLE_S = 1.5
+DRAIN_IDLE_S = 1.0
 DRAIN_MAX_S = 8.0
 READY_MARK = "[^Worker]: Ready"
 """Faust's log line once the worker has its partitions and its tables are recovered."""
@@ -225,6 +226,7 @@ def run_demo(
     seed: int = 0,
     keep_topics: bool = False,
     broker_run_dir: Path | None = None,
+    err: Console | None = None,
 ) -> int:
     """Run the demo; returns the exit code (0 after a clean run, Ctrl-C included).
 
@@ -233,15 +235,25 @@ def run_demo(
     streaming once the worker is ready; None streams the whole simulated fleet
     (`DEFAULT_SIM_S` simulated seconds) and stops when its outputs have drained.
     `stale_after_s` None scales the worker's silence limit to the compressed time so the
-    silent battery of the simulation really goes stale during the run.
+    silent battery of the simulation really goes stale during the run. Errors are one line
+    on `err` (default: `console`).
     """
+    err = err or console
     if batteries < 1 or not 1 <= cells <= 1024:
-        console.print("[bold red]error:[/] demo: batteries must be >= 1 and cells 1..1024")
+        err.print("[bold red]error:[/] demo: batteries must be >= 1 and cells 1..1024")
         return 2
     if not speed > 0 or (duration_s is not None and not duration_s > 0):
-        console.print("[bold red]error:[/] demo: speed and duration must be > 0")
+        err.print("[bold red]error:[/] demo: speed and duration must be > 0")
+        return 2
+    from twin_stream.engine import Engine
+
+    try:
+        Engine(settings)  # model parameters too, as `settings check`: fail before starting
+    except SettingsError as exc:
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
         return 2
     started_broker: Path | None = None  # run dir of the broker this demo started
+    local = bootstrap is None
     run: DemoRun | None = None
     code = 0
     try:
@@ -252,8 +264,12 @@ def run_demo(
 
             if not ping(bootstrap):
                 raise DemoError(f"no Kafka broker answers at {bootstrap}")
-        sim_s = min(MAX_SIM_S, max(30.0, (duration_s or DEFAULT_SIM_S / speed) * speed))
-        run = _prepare(settings, bootstrap, sim_s=sim_s, speed=speed, stale_after_s=stale_after_s)
+        # with a duration, a little more fleet than time, so the stream does not run dry
+        wall = DEFAULT_SIM_S / speed if duration_s is None else duration_s + 2.0
+        sim_s = min(MAX_SIM_S, max(30.0, wall * speed))
+        run = _prepare(
+            settings, bootstrap, sim_s=sim_s, speed=speed, stale_after_s=stale_after_s, local=local
+        )
         cells = _cells(settings, cells, console)
         records = _simulate(run.settings, batteries, cells, sim_s, seed, console)
         code = asyncio.run(
@@ -267,15 +283,24 @@ def run_demo(
             )
         )
     except KeyboardInterrupt:
-        console.print("interrupted: stopping")
+        console.print("stopped on request")
     except DemoError as exc:
-        console.print(f"[bold red]error:[/] demo: {exc}", soft_wrap=True, highlight=False)
+        err.print(f"[bold red]error:[/] demo: {exc}", soft_wrap=True, highlight=False)
+        code = 1
+    except Exception as exc:  # e.g. a Kafka error: one line, after the clean-up below
+        if os.environ.get("TWIN_DEBUG"):
+            raise
+        err.print(
+            f"[bold red]error:[/] demo: {type(exc).__name__}: {exc}",
+            soft_wrap=True,
+            highlight=False,
+        )
         code = 1
     finally:
         with _sigint_ignored():
             if run is not None:
                 _stop_worker(run, console)
-                _report_worker_failure(run, console)
+                _report_worker_failure(run, err)
                 if not run.worker_failed:
                     shutil.rmtree(run.workdir, ignore_errors=True)
             if started_broker is not None:
@@ -323,6 +348,7 @@ def _prepare(
     sim_s: float,
     speed: float,
     stale_after_s: float | None,
+    local: bool,
 ) -> DemoRun:
     """Unique names for this run, its settings file, and the worker's environment."""
     run_id = f"twin-demo-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -330,10 +356,12 @@ def _prepare(
     if stale_after_s is None:
         # the simulated dropout / silent end last min(300 s, sim/6) of simulated time
         silent_wall = min(300.0, sim_s / 6.0) / speed
-        stale_after_s = max(1.0, min(settings.worker.stale_after_s, silent_wall / 2.0))
+        stale_after_s = max(1.5, min(settings.worker.stale_after_s, silent_wall / 2.0))
     web_port = _free_port()
     overrides: dict[str, dict[str, Any]] = {
-        "kafka": {"bootstrap_servers": bootstrap},
+        # the local broker speaks PLAINTEXT whatever the settings say about security
+        "kafka": {"bootstrap_servers": bootstrap}
+        | ({"security_protocol": "PLAINTEXT"} if local else {}),
         "topics": {
             "input": f"{run_id}.telemetry",
             "alerts": f"{run_id}.alerts",
@@ -357,6 +385,7 @@ def _prepare(
     try:
         demo_settings = Settings.model_validate(data)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        shutil.rmtree(workdir, ignore_errors=True)
         raise DemoError(f"settings: {exc}") from None
     # The worker reads the user's settings from this file; the environment overrides above
     # win over it (and over any TWIN_ variable of the caller for the same keys).
@@ -435,12 +464,13 @@ async def _live(
     publisher: asyncio.Task[int] | None = None
     metrics: dict[str, Any] | None = None
     published = [0]
-    t_stream = time.monotonic()
+    t_stream = t_end = t_worker = time.monotonic()
     try:
         try:
             await asyncio.wait_for(ensure_topics(s), 60)
         except Exception as exc:
             raise DemoError(f"creating topics on {s.kafka.bootstrap_servers}: {exc!r}") from None
+        t_worker = time.monotonic()
         _start_worker(run)
         assert run.worker is not None
         console.print(
@@ -451,10 +481,19 @@ async def _live(
             highlight=False,
         )
         if not await _wait_ready(run, stop, console):
+            console.print("stopped on request")
             return 0
+        console.print(f"worker ready after {time.monotonic() - t_worker:.1f} s", highlight=False)
         consumer_ready = asyncio.Event()
         consumer_task = asyncio.create_task(_consume(s, view, consumer_ready, stop))
-        await asyncio.wait_for(consumer_ready.wait(), 30)
+        ready_wait = asyncio.create_task(consumer_ready.wait())
+        await asyncio.wait(
+            {ready_wait, consumer_task}, timeout=30, return_when=asyncio.FIRST_COMPLETED
+        )
+        ready_wait.cancel()
+        if not consumer_ready.is_set():
+            why = consumer_task.exception() if consumer_task.done() else "timed out"
+            raise DemoError(f"reading the output topics: {why!r}")
         console.print(
             f"streaming {len(records):,} records at {speed:g}x real time"
             + (f" for {duration_s:g} s" if duration_s else "")
@@ -464,11 +503,16 @@ async def _live(
         t_stream = time.monotonic()
         publisher = asyncio.create_task(_publish(s, records, speed, published, stop))
         with _maybe_live(view):
-            await _wait_end(run, stop, publisher, consumer_task, duration_s, view)
+            await _wait_end(run, stop, publisher, consumer_task, duration_s)
             if publisher.done() and publisher.exception() is not None:
                 raise DemoError(f"publishing: {publisher.exception()!r}")
+            if not publisher.done():  # the duration is over: no more telemetry
+                publisher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publisher
             if not stop.is_set():
                 await _drain(view, stop)
+        t_end = time.monotonic()
         metrics = await asyncio.to_thread(_fetch_metrics, run.web_port)
     finally:
         for task in (publisher, consumer_task):
@@ -482,7 +526,7 @@ async def _live(
                 await _delete_topics(s, run.run_id)
         for sig in installed:
             loop.remove_signal_handler(sig)
-    _summary(console, view, metrics, published[0], time.monotonic() - t_stream, run)
+    _summary(console, view, metrics, published[0], max(0.0, t_end - t_stream), run)
     if stop.is_set():
         console.print("stopped on request")
     return 0
@@ -648,7 +692,6 @@ async def _wait_end(
     publisher: asyncio.Task[int],
     consumer: asyncio.Task[None],
     duration_s: float | None,
-    view: View,
 ) -> None:
     """Until Ctrl-C, the duration, or (no duration) the end of the fleet; fails if the
     worker or the consumer died."""
@@ -731,7 +774,7 @@ def _report_worker_failure(run: DemoRun, console: Console) -> None:
     except OSError:
         lines = []
     tail = "\n".join(lines[-25:])
-    console.print(f"worker log ({run.log_path}), last lines:", highlight=False)
+    console.print(f"worker log ({run.log_path}), last lines:", highlight=False, soft_wrap=True)
     console.print(Text(tail or "(empty)", style="dim"), soft_wrap=True)
 
 

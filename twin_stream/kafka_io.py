@@ -74,7 +74,13 @@ def _key_of(payload: Any) -> bytes | None:
 def _ts_of(payload: Any) -> int | None:
     from twin_stream.codec import lean_row
 
-    obj = orjson.loads(payload) if isinstance(payload, bytes | str) else payload
+    if isinstance(payload, bytes | str):
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+    else:
+        obj = payload
     row = lean_row(obj) if isinstance(obj, dict) else None
     return row.ts if row is not None else None
 

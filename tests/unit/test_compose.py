@@ -1,0 +1,399 @@
+"""Shape of the container set-up, checked without Docker (none runs here).
+
+docker-compose.yml: Kafka (apache/kafka, pinned, KRaft single node with consistent listener,
+quorum and replication settings) and the twin worker (built from the Dockerfile, scalable,
+settings mounted read-only and valid, pointed at the kafka service). Dockerfile: python:3.11,
+installs the project, unprivileged user, `twin-stream worker` as entrypoint and command.
+Also: every settings example validates, and settings/twin-settings.json is exactly the
+defaults of `Settings()`, so the documented defaults cannot drift.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from twin_stream.engine import Engine
+from twin_stream.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+EXAMPLES = sorted((ROOT / "settings" / "examples").glob("*.json"))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text("utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def kafka(compose: dict[str, Any]) -> dict[str, Any]:
+    return compose["services"]["kafka"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def worker(compose: dict[str, Any]) -> dict[str, Any]:
+    return compose["services"]["worker"]  # type: ignore[no-any-return]
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment as a dict of strings (map or KEY=VALUE list form)."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def listeners(value: str) -> dict[str, tuple[str, int]]:
+    """'NAME://host:port,...' -> {NAME: (host, port)} (host may be empty)."""
+    out: dict[str, tuple[str, int]] = {}
+    for item in value.split(","):
+        m = re.fullmatch(r"\s*([A-Za-z0-9_]+)://([^:,]*):(\d+)\s*", item)
+        assert m, f"listener {item!r} is not NAME://host:port"
+        out[m.group(1)] = (m.group(2), int(m.group(3)))
+    return out
+
+
+def as_list(command: Any) -> list[str]:
+    if command is None:
+        return []
+    if isinstance(command, str):
+        return shlex.split(command)
+    return [str(c) for c in command]
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order; continuation lines joined, comments dropped."""
+    out: list[tuple[str, str]] = []
+    buf = ""
+    for raw in DOCKERFILE.read_text("utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        instr, _, args = buf.partition(" ")
+        out.append((instr.upper(), args.strip()))
+        buf = ""
+    assert not buf, "Dockerfile ends inside a continuation line"
+    return out
+
+
+def exec_form(args: str) -> list[str]:
+    value = json.loads(args)
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value), args
+    return value
+
+
+def mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """container path -> (source, read_only) for the short and long volume syntax."""
+    out: dict[str, tuple[str, bool]] = {}
+    for v in service.get("volumes") or []:
+        if isinstance(v, str):
+            parts = v.split(":")
+            source, target = parts[0], parts[1]
+            ro = len(parts) > 2 and "ro" in parts[2].split(",")
+        else:
+            source, target, ro = v.get("source", ""), v["target"], bool(v.get("read_only"))
+        out[target] = (source, ro)
+    return out
+
+
+# --------------------------------------------------------------------------- compose: kafka
+
+
+def test_services(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"kafka", "worker"}
+    assert "version" not in compose  # obsolete in the Compose specification
+
+
+def test_kafka_image_is_pinned_apache_kafka(kafka: dict[str, Any]) -> None:
+    image = kafka["image"]
+    m = re.fullmatch(r"apache/kafka:(\d+)\.(\d+)\.(\d+)", image)
+    assert m, f"kafka image {image!r} must be apache/kafka:X.Y.Z (a pinned tag)"
+    major, minor = int(m.group(1)), int(m.group(2))
+    assert (major, minor) == (3, 9) or major == 4, f"{image}: use a 3.9.x or 4.x tag"
+
+
+def test_kafka_kraft_single_node(kafka: dict[str, Any]) -> None:
+    env = env_of(kafka)
+    for key in (
+        "CLUSTER_ID",
+        "KAFKA_NODE_ID",
+        "KAFKA_PROCESS_ROLES",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS",
+        "KAFKA_CONTROLLER_LISTENER_NAMES",
+        "KAFKA_LISTENERS",
+        "KAFKA_ADVERTISED_LISTENERS",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+        "KAFKA_INTER_BROKER_LISTENER_NAME",
+    ):
+        assert env.get(key), f"kafka: {key} missing"
+    assert "KAFKA_ZOOKEEPER_CONNECT" not in env
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    # the image formats its storage with CLUSTER_ID: a Kafka UUID, 16 bytes base64url
+    cid = env["CLUSTER_ID"]
+    assert len(cid) == 22 and len(base64.urlsafe_b64decode(cid + "==")) == 16
+
+    node_id = int(env["KAFKA_NODE_ID"])
+    voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    assert len(voters) == 1, "a single node is the whole quorum"
+    m = re.fullmatch(r"(\d+)@([^:]+):(\d+)", voters[0])
+    assert m, f"quorum voter {voters[0]!r} is not id@host:port"
+    assert int(m.group(1)) == node_id, "the quorum voter must be this node"
+    assert m.group(2) in {"kafka", kafka.get("hostname")}, "voter host must be this service"
+
+    listen = listeners(env["KAFKA_LISTENERS"])
+    advertised = listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+    protocols = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    inter = env["KAFKA_INTER_BROKER_LISTENER_NAME"]
+    assert controller in listen, "the controller listener must be one of KAFKA_LISTENERS"
+    assert listen[controller][1] == int(m.group(3)), "voter port = controller listener port"
+    assert inter in listen and inter != controller
+    assert set(listen) <= set(protocols), "every listener needs a security protocol"
+    assert controller not in advertised, "the controller listener is not advertised"
+    assert set(advertised) == set(listen) - {controller}
+    for name, (_, port) in advertised.items():
+        assert listen[name][1] == port, f"{name}: advertised port differs from the bound one"
+    assert advertised[inter][0] in {"kafka", kafka.get("hostname")}
+
+
+def test_kafka_one_node_replication_and_transactions(kafka: dict[str, Any]) -> None:
+    env = env_of(kafka)
+    # Kafka's defaults (3 and 2) can never be met by one node: the workers' exactly-once
+    # transactions and group commits would hang.
+    for key in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+    ):
+        assert env.get(key) == "1", f"kafka: {key} must be 1 on a single node"
+    for key in ("KAFKA_DEFAULT_REPLICATION_FACTOR", "KAFKA_MIN_INSYNC_REPLICAS"):
+        assert env.get(key, "1") == "1"
+
+
+def test_kafka_healthcheck_and_data(kafka: dict[str, Any]) -> None:
+    env = env_of(kafka)
+    check = " ".join(as_list(kafka["healthcheck"]["test"]))
+    assert "kafka-broker-api-versions.sh" in check or "kafka-topics.sh" in check
+    port = int(re.search(r"--bootstrap-server\s+\S+:(\d+)", check).group(1))  # type: ignore[union-attr]
+    assert port in {p for _, p in listeners(env["KAFKA_LISTENERS"]).values()}
+    assert env.get("KAFKA_LOG_DIRS") in mounts(kafka), "the log dirs live on a volume"
+    assert kafka.get("restart") in {"always", "unless-stopped", "on-failure"}
+
+
+# --------------------------------------------------------------------------- compose: worker
+
+
+def test_worker_builds_and_scales(worker: dict[str, Any]) -> None:
+    build = worker["build"]
+    context = build if isinstance(build, str) else build.get("context", ".")
+    assert context in {".", "./"}
+    if isinstance(build, dict):
+        assert build.get("dockerfile", "Dockerfile") == "Dockerfile"
+    assert "container_name" not in worker, "a fixed name prevents --scale worker=N"
+    for port in worker.get("ports") or []:
+        text = str(port) if not isinstance(port, dict) else str(port.get("published", ""))
+        assert ":" not in text and not isinstance(port, dict), f"fixed host port {port!r}"
+    assert worker.get("restart") in {"always", "unless-stopped", "on-failure"}
+
+
+def test_worker_waits_for_healthy_kafka(worker: dict[str, Any], kafka: dict[str, Any]) -> None:
+    depends = worker["depends_on"]
+    assert isinstance(depends, dict)
+    assert depends["kafka"]["condition"] == "service_healthy"
+    assert "healthcheck" in kafka
+
+
+def worker_settings(worker: dict[str, Any]) -> tuple[Path, str, Settings]:
+    """(host file, container path, settings with the service's TWIN_ env applied)."""
+    command = as_list(worker.get("command"))
+    assert "--settings" in command
+    path = command[command.index("--settings") + 1]
+    source, ro = mounts(worker)[path]
+    assert ro, f"{path} must be mounted read-only"
+    host = (ROOT / source).resolve()
+    assert host.is_relative_to(ROOT / "settings" / "examples"), host
+    assert host.is_file(), f"{source} does not exist"
+    twin_env = {k: v for k, v in env_of(worker).items() if k.startswith("TWIN_")}
+    return host, path, load_settings(host, environ=twin_env)
+
+
+def test_worker_runs_the_worker_with_mounted_settings(worker: dict[str, Any]) -> None:
+    entry = as_list(worker.get("entrypoint")) or docker_entrypoint()
+    command = as_list(worker.get("command")) or docker_cmd()
+    assert entry == ["twin-stream"]
+    assert command[0] == "worker"
+    host, path, settings = worker_settings(worker)
+    assert path == docker_cmd()[docker_cmd().index("--settings") + 1], (
+        "mount the settings where the image's default command reads them"
+    )
+    Engine(settings)  # what `twin-stream settings check` does: model parameters too
+    Engine(load_settings(host, environ={}))
+
+
+def test_worker_points_at_the_kafka_service(worker: dict[str, Any], kafka: dict[str, Any]) -> None:
+    env = env_of(worker)
+    bootstrap = env.get("TWIN_KAFKA__BOOTSTRAP_SERVERS")
+    assert bootstrap, "the worker's bootstrap comes from the environment"
+    _, _, settings = worker_settings(worker)
+    assert settings.kafka.bootstrap_servers == bootstrap
+    kenv = env_of(kafka)
+    advertised = listeners(kenv["KAFKA_ADVERTISED_LISTENERS"])
+    protocols = dict(p.split(":") for p in kenv["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    host, _, port = bootstrap.rpartition(":")
+    match = [n for n, hp in advertised.items() if hp == (host, int(port))]
+    assert match, f"{bootstrap} is not an advertised listener of the kafka service"
+    assert host in {"kafka", kafka.get("hostname")}
+    assert protocols[match[0]] == settings.kafka.security_protocol
+
+
+def test_worker_settings_fit_the_broker(worker: dict[str, Any], kafka: dict[str, Any]) -> None:
+    _, _, s = worker_settings(worker)
+    kenv = env_of(kafka)
+    assert s.topics.replication_factor == 1, "one broker"
+    if "KAFKA_NUM_PARTITIONS" in kenv:  # auto-created topics must match faust's changelogs
+        assert int(kenv["KAFKA_NUM_PARTITIONS"]) == s.topics.partitions
+    assert Path(s.worker.data_dir).is_absolute(), "state in a known folder of the image"
+    assert s.worker.data_dir in DOCKERFILE.read_text("utf-8"), "the image creates it"
+    check = " ".join(as_list(worker["healthcheck"]["test"]))
+    assert f":{s.worker.web_port}/twin/metrics/" in check
+
+
+# --------------------------------------------------------------------------- Dockerfile
+
+
+def docker_entrypoint() -> list[str]:
+    args = [a for i, a in dockerfile() if i == "ENTRYPOINT"]
+    assert args, "Dockerfile: no ENTRYPOINT"
+    return exec_form(args[-1])
+
+
+def docker_cmd() -> list[str]:
+    args = [a for i, a in dockerfile() if i == "CMD"]
+    assert args, "Dockerfile: no CMD"
+    return exec_form(args[-1])
+
+
+def test_dockerfile_base_and_entrypoint() -> None:
+    steps = dockerfile()
+    froms = [a for i, a in steps if i == "FROM"]
+    assert len(froms) >= 1
+    assert re.fullmatch(r"python:3\.11(-slim)?(\s+AS\s+\w+)?", froms[-1], re.I), froms[-1]
+    assert docker_entrypoint() == ["twin-stream"]
+    cmd = docker_cmd()
+    assert cmd == ["worker", "--settings", "/etc/twin/twin-settings.json"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["scripts"]
+    assert "twin-stream" in scripts
+
+
+def test_dockerfile_installs_the_project() -> None:
+    steps = dockerfile()
+    copied = " ".join(a for i, a in steps if i in {"COPY", "ADD"})
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+    assert "pyproject.toml" in copied
+    assert pyproject["project"]["readme"] in copied
+    for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]:
+        package = pattern.rstrip("*")
+        assert re.search(rf"(^|\s){package}/?(\s|$)", copied), f"{package} is not copied"
+    runs = [a for i, a in steps if i == "RUN"]
+    assert any(re.search(r"pip install\b(?!.*-e\b).*(/src|\s\.)", r) for r in runs), (
+        "the project is pip-installed (not editable)"
+    )
+    # the baked-in default settings are the documented defaults
+    assert re.search(r"settings/twin-settings\.json\s+/etc/twin/twin-settings\.json", copied), (
+        "the default settings are copied where CMD reads them"
+    )
+
+
+def test_dockerfile_runs_unprivileged() -> None:
+    steps = dockerfile()
+    users = [(n, a) for n, (i, a) in enumerate(steps) if i == "USER"]
+    assert users, "Dockerfile: no USER"
+    index, user = users[-1]
+    assert user.split(":")[0] not in {"root", "0"}
+    installs = [n for n, (i, a) in enumerate(steps) if i == "RUN" and "pip install" in a]
+    assert installs and index > max(installs), "install as root, then drop privileges"
+
+
+def test_dockerignore_keeps_what_the_build_copies() -> None:
+    patterns = [
+        p.strip()
+        for p in DOCKERIGNORE.read_text("utf-8").splitlines()
+        if p.strip() and not p.strip().startswith("#")
+    ]
+
+    def ignored(path: str) -> bool:
+        out = False
+        for p in patterns:
+            negate = p.startswith("!")
+            pat = p.lstrip("!").strip("/")
+            parts = path.split("/")
+            prefixes = ["/".join(parts[: k + 1]) for k in range(len(parts))]
+            hit = any(
+                fnmatch.fnmatch(pre, pat)
+                or (pat.startswith("**/") and fnmatch.fnmatch(pre.split("/")[-1], pat[3:]))
+                for pre in prefixes
+            )
+            if hit:
+                out = not negate
+        return out
+
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        "twin_stream/cli.py",
+        "twin_stream/data/chemistries/nmc.json",
+        "models/eq_cycles/model.json",
+        "agents/app.py",
+        "schemas/limits.json",
+        "settings/twin-settings.json",
+    ):
+        assert (ROOT / needed).exists(), needed
+        assert not ignored(needed), f".dockerignore excludes {needed}, which the image needs"
+    for junk in (".git/config", ".venv/bin/python", "tests/unit/test_compose.py"):
+        assert ignored(junk), f".dockerignore should exclude {junk}"
+
+
+# --------------------------------------------------------------------------- settings files
+
+
+def test_there_are_examples() -> None:
+    names = {p.name for p in EXAMPLES}
+    assert "compose.json" in names
+    assert len(names) >= 2
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_settings_examples_validate(path: Path) -> None:
+    settings = load_settings(path, environ={})
+    Engine(settings)
+    for battery in settings.fleet.batteries:
+        settings.spec_for(battery)
+
+
+def test_documented_defaults_equal_the_models() -> None:
+    documented = json.loads((ROOT / "settings" / "twin-settings.json").read_text("utf-8"))
+    assert documented == Settings().model_dump(mode="json"), (
+        "settings/twin-settings.json drifted from the Settings defaults: regenerate it with "
+        "`twin-stream settings show` (no file, no TWIN_ environment)"
+    )
