@@ -166,3 +166,23 @@ def test_replay_cli_prints_a_summary(fleet, tmp_path: Path) -> None:
     r = cli("replay", str(path), "--out", str(tmp_path / "o"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "records per s" in r.stdout and f"{truth['records']:,}" in r.stdout
+
+
+def test_replay_with_state_file_continues_yesterday_exactly(fleet, tmp_path: Path) -> None:
+    path, _ = fleet
+    lines = path.read_bytes().splitlines(keepends=True)
+    half = len(lines) // 2
+    (tmp_path / "day1.jsonl").write_bytes(b"".join(lines[:half]))
+    (tmp_path / "day2.jsonl").write_bytes(b"".join(lines[half:]))
+    state = tmp_path / "state.json"
+    replay(path, tmp_path / "whole", Settings())
+    replay(tmp_path / "day1.jsonl", tmp_path / "d1", Settings(), state_file=state)
+    replay(tmp_path / "day2.jsonl", tmp_path / "d2", Settings(), state_file=state)
+    for name in ("alerts.jsonl", "estimates.jsonl"):
+
+        def per_battery(recs: list[dict]) -> list[dict]:
+            return sorted(recs, key=lambda r: (r["battery_id"], r["ts"]))  # stable
+
+        split = read(tmp_path / "d1" / name) + read(tmp_path / "d2" / name)
+        assert per_battery(split) == per_battery(read(tmp_path / "whole" / name))
+        assert split
