@@ -46,12 +46,23 @@ def metrics(port: int) -> dict[str, Any] | None:
 
 
 def start_worker(env: dict[str, str], port: int, data: Path, log: Path, per_event: bool):
-    args = [sys.executable, "-m", "twin_stream.cli", "worker", "--web-port", str(port),
-            "--data-dir", str(data), "-l", "warning"]
+    args = [
+        sys.executable,
+        "-m",
+        "twin_stream.cli",
+        "worker",
+        "--web-port",
+        str(port),
+        "--data-dir",
+        str(data),
+        "-l",
+        "warning",
+    ]
     if per_event:
         args.append("--per-event")
-    return subprocess.Popen(args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -66,15 +77,17 @@ def stop(proc: subprocess.Popen) -> None:
 
 def env_for(bootstrap: str, tag: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "TWIN_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-        "TWIN_WORKER__APP_ID": f"bench-{tag}",
-        "TWIN_TOPICS__INPUT": f"bench-{tag}.telemetry",
-        "TWIN_TOPICS__ALERTS": f"bench-{tag}.alerts",
-        "TWIN_TOPICS__ESTIMATES": f"bench-{tag}.estimates",
-        "TWIN_TOPICS__DEADLETTER": f"bench-{tag}.deadletter",
-        "TWIN_WORKER__STALE_AFTER_S": "3600",
-    })
+    env.update(
+        {
+            "TWIN_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "TWIN_WORKER__APP_ID": f"bench-{tag}",
+            "TWIN_TOPICS__INPUT": f"bench-{tag}.telemetry",
+            "TWIN_TOPICS__ALERTS": f"bench-{tag}.alerts",
+            "TWIN_TOPICS__ESTIMATES": f"bench-{tag}.estimates",
+            "TWIN_TOPICS__DEADLETTER": f"bench-{tag}.deadletter",
+            "TWIN_WORKER__STALE_AFTER_S": "3600",
+        }
+    )
     env.update(extra or {})
     return env
 
@@ -118,16 +131,25 @@ async def latency(bootstrap: str, rate: float, seconds: float, tmp: Path) -> lis
     from twin_stream.kafka_io import client_options, ensure_topics
 
     tag = "lat-" + uuid.uuid4().hex[:6]
-    env = env_for(bootstrap, tag, {
-        "TWIN_MODELS__PARAMS": json.dumps({"voltage_monitor": {
-            "raise_debounce_s": 0, "clear_debounce_s": 0}}),
-    })
+    env = env_for(
+        bootstrap,
+        tag,
+        {
+            "TWIN_MODELS__PARAMS": json.dumps(
+                {"voltage_monitor": {"raise_debounce_s": 0, "clear_debounce_s": 0}}
+            ),
+        },
+    )
     s = settings_of(env)
     await ensure_topics(s)
     proc = start_worker(env, 6102, tmp / tag, tmp / f"{tag}.log", False)
     producer = AIOKafkaProducer(**client_options(s.kafka), linger_ms=2)
-    consumer = AIOKafkaConsumer(s.topics.alerts, **client_options(s.kafka),
-                                isolation_level="read_committed", auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        s.topics.alerts,
+        **client_options(s.kafka),
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+    )
     await producer.start()
     await consumer.start()
     lat: list[float] = []
@@ -159,9 +181,16 @@ async def latency(bootstrap: str, rate: float, seconds: float, tmp: Path) -> lis
                 cv = list(cells)
                 if over:
                     cv[7] = 4.3
-                rec = {"battery_id": f"lat-{b:03d}", "ts": int(time.time() * 1000),
-                       "current": 10.0, "cell_voltages": cv, "temperatures": temps}
-                await producer.send(s.topics.input, orjson.dumps(rec), key=rec["battery_id"].encode())
+                rec = {
+                    "battery_id": f"lat-{b:03d}",
+                    "ts": int(time.time() * 1000),
+                    "current": 10.0,
+                    "cell_voltages": cv,
+                    "temperatures": temps,
+                }
+                await producer.send(
+                    s.topics.input, orjson.dumps(rec), key=rec["battery_id"].encode()
+                )
                 sent += 1
             await asyncio.sleep(0.002)
         await producer.flush()
@@ -180,8 +209,9 @@ def pct(xs: list[float], p: float) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--bootstrap")
     ap.add_argument("--batteries", type=int, default=100)
     ap.add_argument("--duration", type=float, default=300, help="simulated seconds")
@@ -196,20 +226,31 @@ def main() -> None:
         own = tmp / "broker"
         bootstrap = up(data_dir=own / "data", run_dir=own).bootstrap
     try:
-        sim = simulate(SimConfig(batteries=args.batteries, cells=96, temperatures=32,
-                                 duration_s=args.duration, seed=5))
+        sim = simulate(
+            SimConfig(
+                batteries=args.batteries,
+                cells=96,
+                temperatures=32,
+                duration_s=args.duration,
+                seed=5,
+            )
+        )
         data = tmp / "fleet.jsonl"
         n = write_records(sim.records, data)
         del sim
         twin = throughput(bootstrap, data, n, False, tmp)
         base = throughput(bootstrap, data, n, True, tmp)
-        print(f"throughput, one worker, exactly_once: {twin:,.0f} records/s "
-              f"(per-event faust agent: {base:,.0f} records/s; ratio {twin / base:.1f}x)")
+        print(
+            f"throughput, one worker, exactly_once: {twin:,.0f} records/s "
+            f"(per-event faust agent: {base:,.0f} records/s; ratio {twin / base:.1f}x)"
+        )
         lat = asyncio.run(latency(bootstrap, twin / 2, args.latency_seconds, tmp))
         if lat:
-            print(f"alert latency at {twin / 2:,.0f} records/s: p50 {pct(lat, 50):.0f} ms, "
-                  f"p99 {pct(lat, 99):.0f} ms, max {max(lat):.0f} ms over {len(lat)} alerts "
-                  f"(mean {statistics.mean(lat):.0f} ms)")
+            print(
+                f"alert latency at {twin / 2:,.0f} records/s: p50 {pct(lat, 50):.0f} ms, "
+                f"p99 {pct(lat, 99):.0f} ms, max {max(lat):.0f} ms over {len(lat)} alerts "
+                f"(mean {statistics.mean(lat):.0f} ms)"
+            )
         else:
             print("no alert arrived: see the worker logs in", tmp)
     finally:

@@ -1,12 +1,12 @@
 """imbalance_analysis: spread, SOC imbalance through the OCV curve with confidence, alert.
 
 Hand-worked numbers (chemistry tables in twin_stream/data/chemistries):
-- NMC OCV(40 %) = 3.667 V; OCV(45 %) = (3.667 + 3.751) / 2 = 3.709 V, so a pack with one cell
-  at each (and a third at 3.690 V) has spread 0.042 V, relative spread 0.042 / 3.68867 V =
-  1.1386 % and SOC imbalance 5 %.
-  The NMC slope between 40 and 50 % is 84 mV / 10 % = 8.4 mV/% > 5: slope factor 1.
-- LFP OCV(55 %) = 3.2675 V, OCV(60 %) = 3.269 V: slope 0.3 mV/% on 50-60 %, slope factor
-  0.3 / 5 = 0.06.
+- NMC OCV(40 %) = 3.6670 V; OCV(45 %) = 3.7054 V (knots of the 1 % table), so a pack with
+  one cell at each (and a third at 3.690 V) has spread 0.0384 V, relative spread
+  0.0384 / 3.68747 V = 1.0414 % and SOC imbalance 5 %.
+  The NMC slopes at 40 and 45 % are 7.3 and 8.2 mV/% > 5: slope factor 1.
+- LFP OCV(55 %) = 3.2678 V, OCV(60 %) = 3.2688 V: slope 0.2 mV/% at both, slope factor
+  0.2 / 5 = 0.04.
 - Rest factor = rest time / 3600 s; soc_imbalance only from 600 s of rest on.
 - Alert debounce at 1 Hz: 30 s raise starting at row r raises at r + 29; 60 s clear at r + 59.
 """
@@ -70,16 +70,16 @@ def run(model, chunk):
 
 def test_nmc_spread_and_soc_imbalance_at_rest():
     n = 3700
-    cells = np.tile([3.667, 3.709, 3.690], (n, 1))  # OCV(40 %), OCV(45 %), one in between
+    cells = np.tile([3.667, 3.7054, 3.690], (n, 1))  # OCV(40 %), OCV(45 %), one in between
     out, state = run(make_model("NMC"), make_chunk(cells))
 
     spread = estimates(out, "voltage_spread")
     assert [(e.ts - T0) // 1000 for e in spread] == list(range(0, n, 60))
-    assert all(e.value == pytest.approx(0.042, abs=1e-12) and e.confidence is None for e in spread)
+    assert all(e.value == pytest.approx(0.0384, abs=1e-12) and e.confidence is None for e in spread)
     rel = estimates(out, "relative_spread_pct")
-    mean = (3.667 + 3.709 + 3.690) / 3
-    assert rel[0].value == pytest.approx(0.042 / mean * 100, rel=1e-12)
-    assert rel[0].value == pytest.approx(1.1386, abs=1e-4)
+    mean = (3.667 + 3.7054 + 3.690) / 3
+    assert rel[0].value == pytest.approx(0.0384 / mean * 100, rel=1e-12)
+    assert rel[0].value == pytest.approx(1.0414, abs=1e-4)
 
     soc = estimates(out, "soc_imbalance")
     # first at 600 s of rest (rest starts at row 0), then every minute
@@ -98,13 +98,13 @@ def test_nmc_spread_and_soc_imbalance_at_rest():
 
 def test_lfp_plateau_gives_low_confidence():
     n = 3700
-    cells = np.tile([3.2675, 3.269], (n, 1))  # OCV(55 %), OCV(60 %)
+    cells = np.tile([3.2678, 3.2688], (n, 1))  # OCV(55 %), OCV(60 %)
     out, _ = run(make_model("LFP"), make_chunk(cells))
     soc = estimates(out, "soc_imbalance")
     assert soc
     last = soc[-1]  # fully rested: only the slope factor is left
     assert last.value == pytest.approx(5.0, abs=0.01)
-    assert last.confidence == pytest.approx(0.06, abs=1e-9)
+    assert last.confidence == pytest.approx(0.04, abs=1e-9)
     assert all(e.confidence is not None and e.confidence <= 0.3 for e in soc)
 
 

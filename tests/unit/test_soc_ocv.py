@@ -20,10 +20,11 @@ from twin_stream.spec import BatterySpec
 
 T0 = 1_700_000_400_000  # epoch ms, on a minute boundary
 MAX_GAP_MS = 60_000
-# NMC OCV(37 %) by hand from the table: 3.581 + 0.7 x (3.667 - 3.581) = 3.6412 V
-NMC_OCV_37 = 3.6412
-# LFP OCV(60 %) is a table knot on the plateau; the 60-70 % segment is 0.5 mV per %
-LFP_OCV_60 = 3.269
+# Table knots (1 % SOC steps, twin_stream/data/chemistries): NMC OCV(37 %) = 3.6449 V, on a
+# 7.5 mV/% segment (slope factor 1); LFP OCV(60 %) = 3.2688 V on the plateau, 0.2 mV/% there.
+NMC_OCV_37 = float(get_chemistry("NMC").ocv.ocv_from_soc(37.0))
+LFP_OCV_60 = float(get_chemistry("LFP").ocv.ocv_from_soc(60.0))
+LFP_SLOPE_60 = float(get_chemistry("LFP").ocv.slope_at_soc(60.0)) * 1000.0  # mV per %
 
 
 def spec(chem: str | Chemistry = "NMC", capacity: float = 100.0, cells: int | None = None):
@@ -95,7 +96,7 @@ def test_nmc_rest_at_ocv_37_gives_37_only_after_min_rest_and_settling() -> None:
     assert [o.ts for o in got] == [rest_start + 600_000 + k * 60_000 for k in range(20)]
     assert all(abs(o.value - 37.0) < 0.01 for o in got)
     assert got[0].unit == "%"
-    # slope 8.6 mV/% >= 5 -> 1; rest 600/3600; settle: dV/dt = 0 -> 1
+    # slope 7.5 mV/% >= 5 -> 1; rest 600/3600; settle: dV/dt = 0 -> 1
     assert abs(got[0].confidence - 1 / 6) < 1e-9
     assert abs(got[-1].confidence - (600 + 19 * 60) / 3600) < 1e-9
     assert state["rest_start"] == rest_start and state["emitted"] is True
@@ -143,9 +144,9 @@ def test_lfp_plateau_gives_low_confidence() -> None:
     ts, cur, cells = drive_then_rest(600, 7200, LFP_OCV_60)
     got = socs(run(make(spec("LFP")), ts, cur, cells=cells)[0])
     assert got and all(abs(o.value - 60.0) < 0.01 for o in got)
-    # 0.5 mV/% / 5 mV/% = 0.1, even after two hours of perfect rest
+    # 0.2 mV/% / 5 mV/% = 0.04, even after two hours of perfect rest
     assert max(o.confidence for o in got) <= 0.3
-    assert abs(got[-1].confidence - 0.1) < 1e-9
+    assert abs(got[-1].confidence - LFP_SLOPE_60 / 5.0) < 1e-9
 
 
 def test_relaxing_voltage_is_not_reported_before_settled() -> None:

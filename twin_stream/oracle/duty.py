@@ -2,8 +2,8 @@
 
 A duty is a list of segments: ``rest`` (0 A), ``drive`` (a synthetic urban drive cycle:
 stops with a small auxiliary load, acceleration peaks, cruising, regenerative braking) and
-``charge`` (constant current). Everything is seeded, so a duty is a pure function of its
-name, the cell capacity and the seed; the fixture cache keys on them.
+``charge`` / ``discharge`` (constant current). Everything is seeded, so a duty is a pure
+function of its name, the cell capacity and the seed; the fixture cache keys on them.
 
 The drive cycle is built from micro-trips (idle -> ramp up to a peak -> cruise with an AR(1)
 wobble -> regen ramp back to zero), the same structure as standard 1 Hz drive cycles
@@ -23,7 +23,7 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-SegmentKind = Literal["rest", "drive", "charge"]
+SegmentKind = Literal["rest", "drive", "charge", "discharge"]
 
 IDLE_C = 0.02
 PEAK_C = 2.2
@@ -34,7 +34,7 @@ REGEN_C = 0.9
 class Segment:
     kind: SegmentKind
     minutes: float
-    c_rate: float = 0.0  # drive: mean discharge C-rate; charge: charge C-rate (> 0)
+    c_rate: float = 0.0  # drive: mean C-rate; charge / discharge: constant C-rate (> 0)
 
     @property
     def seconds(self) -> int:
@@ -67,7 +67,17 @@ DUTIES: dict[str, tuple[Segment, ...]] = {
         Segment("drive", 10, 0.45),
         Segment("rest", 5),
     ),
+    # bench: OCV sweep, ~16.6 h: 0.5C steps of 7 min (5.8 % SOC, so rests fall between the
+    # tables' 10 % knots as well as near them) from 97 % down to ~15 %, each followed by 1 h
+    # of rest: SOC-from-OCV and imbalance across the SOC range.
+    "ocv_sweep": (
+        Segment("rest", 60),
+        *(s for _ in range(14) for s in (Segment("discharge", 7, 0.5), Segment("rest", 60))),
+    ),
 }
+
+# Mean initial SOC of each duty (fraction).
+DUTY_SOC_START: dict[str, float] = {"small": 0.85, "full": 0.88, "ocv_sweep": 0.97}
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,8 @@ def build_profile(duty: str | tuple[Segment, ...], capacity_ah: float, seed: int
             c = np.zeros(n)
         elif seg.kind == "charge":
             c = np.full(n, -abs(seg.c_rate))
+        elif seg.kind == "discharge":
+            c = np.full(n, abs(seg.c_rate))
         else:
             c = drive_cycle(n, seg.c_rate, rng)
         parts.append(c)
