@@ -5,7 +5,12 @@ letters; keyed by battery_id, same partition count, so co-partitioned with the i
 `battery-state` table (changelog-backed; RocksDB via rocksdict by default) holds each
 battery's engine state plus when it was last seen. The ingest agent takes events in chunks
 (`take_events`) so the engine, the table write and faust's bookkeeping are paid once per
-battery per chunk; with `exactly_once` (default) outputs, state and offsets commit together.
+battery per chunk; with `exactly_once` (default) outputs, state and offsets commit together:
+each chunk is one unit for faust's commits and rebalances, outputs go out through the
+transactional producer of their input partition, and the workarounds this needs on
+faust-streaming 0.15.3 are in `agents.faust_compat` (each with what it fixes and how it was
+seen). Tested against a real broker with kill -9, restarts and hand-overs in
+tests/integration/test_live_*.py.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ import faust
 import orjson
 from faust.types import TP
 
-from agents.faust_compat import copartition_outputs, current_event
+from agents.faust_compat import (
+    ChunkTransactions,
+    InputGapFiller,
+    current_event,
+    patch_recovery_highwaters,
+    persist_changelog_offsets_on_commit,
+    reset_local_state_on_assign,
+)
 from agents.stale import StaleTracker, stale_alert
 from twin_stream.codec import DeadLetter, Decoder, Row, dead_letter
 from twin_stream.engine import Engine
@@ -30,6 +42,7 @@ from twin_stream.settings import Settings
 log = logging.getLogger("twin_stream.agents")
 
 TABLE = "battery-state"
+SESSION_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -43,6 +56,8 @@ class TwinApp:
     stale: StaleTracker
     topics: dict[str, Any] = field(default_factory=dict)
     table: Any = None
+    txn: ChunkTransactions | None = None
+    gaps: InputGapFiller | None = None
     unkeyed: int = 0
 
     def metrics(self) -> dict[str, Any]:
@@ -53,7 +68,66 @@ class TwinApp:
         return m
 
     async def process_events(self, events: list[Any]) -> None:
-        """One chunk of events: decode, group per battery, run the engine, write, send."""
+        """One chunk of events: decode, group per battery, run the engine, write, send.
+
+        The whole chunk is one unit for faust's commits (`ChunkTransactions`): its outputs,
+        table writes and offsets commit together, or not at all."""
+        assert self.txn is not None
+        try:
+            async with self.txn.chunk() as txn:
+                await self._chunk(txn, events)
+        except BaseException as exc:
+            # take_events acks every event of the chunk when we leave it, whatever way:
+            # unless the chunk completed, nothing may be committed any more (a cancelled
+            # worker would otherwise commit offsets of records it never processed)
+            self.txn.poison(exc)
+            raise
+
+    async def _chunk(self, txn: ChunkTransactions, events: list[Any]) -> None:
+        assert self.gaps is not None
+        owned = {p: txn.owns(p) for p in {ev.message.partition for ev in events}}
+        by_partition: dict[int, list[Any]] = {}
+        again = []
+        for ev in events:
+            msg = ev.message
+            if not owned[msg.partition]:
+                # revoked meanwhile: its new owner reads it again from the committed
+                # offset; must not count as acked here (take_events acks every event it
+                # handed out, and a stale ack could commit past unprocessed records)
+                msg.acked = True  # no offset bookkeeping for it
+                continue
+            if msg.partition not in txn.position:  # new here: start at the committed offset
+                txn.position[msg.partition] = await self.gaps.start_offset(msg.partition)
+            if txn.seen(msg.partition, msg.offset):
+                again.append(ev)  # delivered again (after a rebalance): already processed
+            else:
+                by_partition.setdefault(msg.partition, []).append(ev)
+        mine: list[Any] = []
+        for p, evs in by_partition.items():
+            evs.sort(key=lambda e: e.message.offset)
+            expected = txn.position[p]
+            for ev in evs:
+                offset = ev.message.offset
+                if offset > expected:  # records faust did not hand us: read them
+                    missing = await self.gaps.fetch(p, expected, offset)
+                    if missing:
+                        log.warning(
+                            "input %s[%d]: read %d records at offsets %d..%d that faust skipped",
+                            self.settings.topics.input,
+                            p,
+                            len(missing),
+                            expected,
+                            offset - 1,
+                        )
+                    mine.extend(missing)
+                mine.append(ev)
+                expected = offset + 1
+            txn.position[p] = expected
+        await self._process(txn, mine)
+        for ev in mine + again:  # acked inside the guard: the next commit covers them
+            ev.ack()
+
+    async def _process(self, txn: ChunkTransactions, events: list[Any]) -> None:
         rows: list[Row] = []
         dead: list[tuple[DeadLetter, Any]] = []
         event_of: dict[str, Any] = {}
@@ -94,34 +168,37 @@ class TwinApp:
                 groups[r.battery_id] = [r]
             else:
                 g.append(r)
-        alerts, estimates = self.topics["alerts"], self.topics["estimates"]
+        t = self.settings.topics
         for bid, group in groups.items():
             ev = event_of[bid]
+            part = ev.message.partition
             key = bid.encode()
-            stored = self.table.get(key)
+            with current_event(ev):  # the store reads the event's partition
+                stored = self.table.get(key)
             state = stored["engine"] if stored else None
             res = self.engine.process(bid, group, state)
-            if self.stale.seen(bid, ev.message.partition, wall):
-                await alerts.send(
-                    key=key,
-                    value=orjson.dumps(
-                        stale_alert(bid, False, 0.0, self.settings.worker.stale_after_s)
-                    ),
+            if self.stale.seen(bid, part, wall):
+                await txn.send(
+                    t.alerts,
+                    key,
+                    orjson.dumps(stale_alert(bid, False, 0.0, self.settings.worker.stale_after_s)),
+                    source_partition=part,
                 )
             with current_event(ev):
                 self.table[key] = {"engine": res.state, "seen": wall}
             for rec in res.alerts:
-                await alerts.send(key=key, value=orjson.dumps(rec))
+                await txn.send(t.alerts, key, orjson.dumps(rec), source_partition=part)
             for rec in res.estimates:
-                await estimates.send(key=key, value=orjson.dumps(rec))
+                await txn.send(t.estimates, key, orjson.dumps(rec), source_partition=part)
             dead.extend((d, ev) for d in res.dead)
-        out = self.topics["deadletter"]
         for d, ev in dead:
             msg = ev.message
-            await out.send(
-                key=msg.key,
+            await txn.send(
+                t.deadletter,
+                msg.key,
+                orjson.dumps(d.to_dict()),
+                source_partition=msg.partition,
                 partition=None if msg.key else msg.partition,
-                value=orjson.dumps(d.to_dict()),
             )
 
 
@@ -144,6 +221,10 @@ def build_app(
         web_host="127.0.0.1",
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.2,
+        # A worker killed without leaving the group holds its partitions until its session
+        # times out: faust's 60 s made every crash restart wait a minute. Heartbeats come from
+        # the consumer's own thread, so a busy agent does not miss them.
+        broker_session_timeout=SESSION_TIMEOUT_S,
         stream_wait_empty=False,
     )
     twin = TwinApp(
@@ -171,24 +252,59 @@ def build_app(
         default=None,
         partitions=t.partitions,
         # keys: battery_id bytes as produced; values: {"engine": state, "seen": wall s}, JSON
+        # key_type=bytes is what makes faust use the raw key serializer for the store and the
+        # changelog; a Schema alone left it on json, and recovery failed on every record.
+        key_type=bytes,
         schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
     )
-    copartition_outputs(app, t.input)
+    twin.txn = ChunkTransactions(app, t.input, twin.table)
+    twin.gaps = InputGapFiller(app, client_options(settings.kafka), t.input)
+    patch_recovery_highwaters()
+    persist_changelog_offsets_on_commit(app, t.input)
+    reset_local_state_on_assign(app, twin.table)
 
     @app.agent(source, name="ingest")  # type: ignore[arg-type]
     async def ingest(stream: faust.Stream) -> None:
         async for events in stream.take_events(w.take_max, within=w.take_within_s):
-            await twin.process_events(list(events))
+            try:
+                await twin.process_events(list(events))
+            except Exception as exc:
+                # Part of the chunk may be sent: commit nothing more (the guard is poisoned)
+                # and stop; a restart reprocesses from the last committed offsets.
+                log.exception("chunk failed; stopping the worker")
+                await app.crash(exc)
+                raise
 
     stale_producer: dict[str, Any] = {}
+    unseeded: set[int] = set()  # input partitions whose silent batteries are not known yet
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        # the new owner watches these batteries now (and `tracked_batteries` says so)
+        gone = {tp.partition for tp in revoked if tp.topic == t.input}
+        twin.stale.forget_partitions(gone)
+        unseeded.difference_update(gone)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def seed_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        # batteries of a partition that moved here may be silent already: seed them from the
+        # table once its recovery is done (stale_check)
+        mine = {tp.partition for tp in assigned if tp.topic == t.input}
+        unseeded.update(mine)
+        assert twin.txn is not None
+        twin.txn.install()
+        twin.txn.keep_positions(mine)
 
     @app.timer(interval=min(1.0, w.stale_after_s / 4))
     async def stale_check() -> None:
         # Sent outside the transaction: a silent partition commits nothing, and the alert
         # must not wait for input that is not coming.
         active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.input}
-        if not twin.stale.last_seen:
-            _seed_from_table(twin, active)
+        todo = unseeded & active
+        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        if todo and recovered and not app.rebalancing:
+            _seed_from_table(twin, todo)
+            unseeded.difference_update(todo)
         due = twin.stale.due(time.time(), active)
         if not due:
             return
@@ -213,7 +329,7 @@ def build_app(
     async def log_metrics() -> None:
         log.info("twin metrics %s", orjson.dumps(twin.metrics()).decode())
 
-    del ingest, metrics_page, log_metrics, stale_check
+    del ingest, metrics_page, log_metrics, stale_check, forget_revoked, seed_assigned
     return twin
 
 

@@ -1,24 +1,85 @@
-"""The two places where twin-stream leans on faust internals, kept in one file.
+"""Where twin-stream leans on faust internals, kept in one file (faust-streaming 0.15.3).
 
-1. A table write needs "the current event" to pick its changelog partition; `take_events()`
-   hands us a list of events instead of iterating them, so we set faust's context variable to
-   the battery's own event before writing (the event came from the battery's partition).
-2. With `exactly_once`, faust's TransactionManager picks the transactional producer of a send
-   from the assignor's topic group of the destination topic, which only knows consumed topics
-   (faust-streaming #440-like KeyError). Our output topics are keyed by battery_id with the
-   input's partition count, i.e. co-partitioned with it by construction, so an unknown topic
-   is mapped to the input topic's group: outputs then commit in the same transaction as the
-   input offsets and the state changelog.
+1. `current_event`: a table read/write needs "the current event" to pick its partition (the
+   RocksDB store reads and writes the event's partition db, the changelog is sent to the
+   event's partition); `take_events()` hands us a list of events instead of iterating them, so
+   we set faust's context variable to the battery's own event around each table access.
+
+2. `ChunkTransactions`: one chunk of input is one atomic unit of work under `exactly_once`.
+   What faust gets wrong for our agent shape, each seen on the real broker:
+
+   - Sends to topics the worker does not consume went out NON-transactionally: faust's
+     `TransactionManager.send` picks the transactional producer from
+     `consumer.key_partition(topic, key)`, which returns None when the consumer's metadata
+     does not know the topic (it only knows subscribed ones), and None means "the plain
+     producer" (`isTransactional: false` in the broker's log segments). A killed worker then
+     left its outputs committed while its offsets and state were rolled back: doubled alerts
+     and estimates after a restart. We send outputs with the transactional producer of the
+     INPUT partition the records came from (transactional id `{app}-{group}-{partition}`, the
+     one whose transaction commits that partition's offsets and its changelog records).
+   - faust commits on a timer (`broker_commit_interval`) that can fire while a chunk is half
+     sent: the table write in one transaction and some outputs in the next. We hold a lock
+     from the start of a chunk until every send of it (outputs and the table's changelog
+     records, which faust queues in a background buffer) is acknowledged and its events are
+     acked; faust's `Consumer.commit` takes the same lock. A chunk that fails, or is
+     cancelled at any point (also while waiting for the lock), "poisons" the guard: nothing
+     is committed any more, and the open transactions are aborted when the next owner of the
+     partitions starts. This matters because `take_events` acks every event of a chunk when
+     the agent leaves it, processed or not: a worker stopped (SIGTERM) while waiting for the
+     lock committed, in its final commit, offsets of records it never processed (seen: a
+     minute of one battery's samples missing after a hand-over).
+   - A rebalance (eager: every partition is revoked) did not wait for a chunk in flight
+     (`stream_wait_empty=False`), forgot the acked offsets, and afterwards seeked every
+     partition back to its committed offset and re-applied its changelog, while the open
+     transactions of the partitions the worker kept went on: the records read again after
+     the rebalance were processed and sent a second time into the same transaction, which
+     then committed both copies (seen: the survivor of a hand-over doubled estimates of its
+     own batteries). Revocation now waits for the chunk in flight and commits before faust
+     revokes; no chunk runs until the rebalance and its recovery are over; a record this
+     process already processed (offset below its partition's position) is acked, not
+     processed again. `TransactionManager.on_rebalance`, which stops the producers of revoked
+     partitions, also waits for the lock.
+
+3. `patch_recovery_highwaters`: under exactly_once faust takes the changelog "highwater" from
+   `AIOKafkaConsumer.last_stable_offset(tp)`, which is only known after a fetch response for
+   that partition: for a partition just assigned it is None, faust reads that as "empty
+   changelog" and skips the recovery. The worker that took over a stopped worker's
+   partitions then started those batteries from an empty state (seen: highwater -1 on every
+   changelog partition, equivalent_cycles restarting at 0, records dead-lettered as late). We
+   ask the broker instead: `end_offsets()` of a read_committed consumer is the last stable
+   offset (ListOffsets with isolation_level=read_committed).
+
+4. `persist_changelog_offsets_on_commit`: faust never advances the store's persisted
+   changelog offset under exactly_once (`persist_offset_on_commit` is keyed by changelog
+   partition, `TableManager.on_commit` looks it up by input partition), so every rebalance
+   re-applied old changelog records over the local state of the partitions the worker keeps.
+
+5. `reset_local_state_on_assign`: with `exactly_once`, the RocksDB store holds writes of
+   transactions that were later aborted (the store is written at once; only the changelog is
+   transactional). After a kill -9 the local store is therefore AHEAD of the committed
+   changelog, and a battery's replayed records would be dropped as duplicates: lost outputs.
+   Each newly assigned active partition's local data is discarded, so its state comes back
+   from the (compacted, read_committed) changelog.
+
+6. `InputGapFiller`: records faust fetched but never handed to the agent around a rebalance,
+   and then counted as acked (its "gap" logic for transaction markers), are read from the
+   broker and processed in order (see the class).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import shutil
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from faust import streams
+from faust.types import TP
+
+log = logging.getLogger("twin_stream.agents")
 
 
 @contextmanager
@@ -30,14 +91,310 @@ def current_event(event: Any) -> Iterator[None]:
         streams._current_event.reset(token)
 
 
-def copartition_outputs(app: Any, input_topic: str) -> None:
-    assignor = app.assignor
-    original = assignor.group_for_topic
+class ChunkPoisoned(RuntimeError):
+    """A previous chunk failed part-way: nothing may be committed any more."""
 
-    def group_for_topic(topic: str) -> int:
+
+class ChunkTransactions:
+    """Makes one chunk's outputs, table writes and offsets commit together (see module doc)."""
+
+    def __init__(self, app: Any, input_topic: str, table: Any) -> None:
+        self.app = app
+        self.input_topic = input_topic
+        self.table = table
+        self.lock = asyncio.Lock()
+        self.poisoned: BaseException | None = None
+        self.pending: list[asyncio.Future[Any]] = []
+        self.position: dict[int, int] = {}  # input partition -> next offset to process
+        self._installed = False
+        original_send_changelog = table.send_changelog
+
+        def send_changelog(*args: Any, **kwargs: Any) -> Any:
+            fut = original_send_changelog(*args, **kwargs)
+            self.pending.append(fut)
+            return fut
+
+        table.send_changelog = send_changelog
+
+    @property
+    def transactional(self) -> bool:
+        return bool(self.app.in_transaction)
+
+    def install(self) -> None:
+        """Wrap faust's commit and rebalance steps with our lock; idempotent. Called when
+        partitions are first assigned (and at the first chunk, to be sure)."""
+        if self._installed:
+            return
+        self._installed = True
+        consumer = self.app.consumer
+        original_commit = consumer.commit
+        original_revoked = consumer.on_partitions_revoked
+
+        async def commit(*args: Any, **kwargs: Any) -> bool:
+            async with self.lock:
+                if self.poisoned is not None:
+                    log.warning("not committing: a chunk failed part-way (%r)", self.poisoned)
+                    return False
+                return bool(await original_commit(*args, **kwargs))
+
+        async def on_partitions_revoked(revoked: set[TP]) -> None:
+            # A rebalance is a transaction boundary for every partition, kept ones included:
+            # faust forgets the acked offsets here, and after the rebalance seeks every
+            # partition back to its committed offset and re-applies its changelog, while the
+            # open transactions of kept partitions go on. So: wait for the chunk in flight
+            # and commit before faust revokes; no chunk runs until the rebalance (recovery
+            # included) is over (`wait_rebalanced`); records read again are skipped (`seen`).
+            async with self.lock:
+                if self.poisoned is None:
+                    try:
+                        did = await original_commit()
+                    except BaseException as exc:
+                        self.poisoned = exc
+                        raise
+                    log.info("rebalance: committed before revocation (%s)", did)
+            await original_revoked(revoked)
+
+        consumer.commit = commit
+        consumer.on_partitions_revoked = on_partitions_revoked
+        if self.transactional:
+            tm = consumer.transactions
+            original_on_rebalance = tm.on_rebalance
+
+            async def on_rebalance(*args: Any, **kwargs: Any) -> None:
+                async with self.lock:
+                    await original_on_rebalance(*args, **kwargs)
+
+            tm.on_rebalance = on_rebalance
+
+    async def wait_rebalanced(self, poll_s: float = 0.05) -> None:
+        """Until the group is not rebalancing (faust sets the flag at revocation and clears
+        it when recovery is done)."""
+        while self.app.rebalancing and not self.app.should_stop:
+            await asyncio.sleep(poll_s)
+
+    def keep_positions(self, partitions: set[int]) -> None:
+        """After an assignment: positions of partitions we lost are no longer ours."""
+        self.position = {p: o for p, o in self.position.items() if p in partitions}
+
+    def seen(self, partition: int, offset: int) -> bool:
+        """Was this input record already processed by this process (it is then in a
+        committed or in the open transaction of its partition)? faust re-delivers records
+        after a rebalance (seek to the committed offset, plus events already buffered)."""
+        return offset < self.position.get(partition, -1)
+
+    def poison(self, exc: BaseException) -> None:
+        if self.poisoned is None:
+            self.poisoned = exc
+
+    def owns(self, partition: int) -> bool:
+        """Is the input partition (still) actively assigned to this worker?"""
+        return TP(self.input_topic, partition) in self.app.consumer.assignment()
+
+    def transactional_id(self, partition: int) -> str:
+        group = self.app.assignor.group_for_topic(self.input_topic)
+        return f"{self.app.conf.id}-{group}-{partition}"
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        *,
+        source_partition: int,
+        partition: int | None = None,
+    ) -> None:
+        """Send within the transaction of input partition `source_partition` (exactly_once)
+        or plainly (at_least_once); `partition` None = by key. Awaited at chunk end."""
+        producer = self.app.producer
+        if self.transactional:
+            fut = await producer.send(
+                topic,
+                key,
+                value,
+                partition,
+                None,
+                None,
+                transactional_id=self.transactional_id(source_partition),
+            )
+        else:
+            fut = await producer.send(topic, key, value, partition, None, None)
+        self.pending.append(fut)
+
+    @asynccontextmanager
+    async def chunk(self) -> AsyncIterator[ChunkTransactions]:
+        """Hold faust's commits (and rebalance steps) off for one chunk, which runs only
+        while the group is not rebalancing; at the end wait until every send of the chunk is
+        acknowledged. Any failure poisons the guard (see module doc)."""
+        self.install()
+        while True:
+            await self.wait_rebalanced()
+            await self.lock.acquire()
+            if not self.app.rebalancing:
+                break
+            self.lock.release()  # a rebalance began meanwhile: let it revoke, then wait
         try:
-            return int(original(topic))
-        except KeyError:
-            return int(original(input_topic))
+            if self.poisoned is not None:
+                raise ChunkPoisoned(f"an earlier chunk failed: {self.poisoned!r}")
+            self.pending = []
+            yield self
+            while self.pending:  # the changelog buffer may add while we wait
+                batch, self.pending = self.pending, []
+                # asyncio.wait, not gather: a cancelled chunk must not cancel the sends
+                # (faust's own callbacks still complete them)
+                await asyncio.wait(batch)
+                for fut in batch:
+                    fut.result()
+        except BaseException as exc:
+            self.poison(exc)
+            raise
+        finally:
+            self.pending = []
+            self.lock.release()
 
-    assignor.group_for_topic = group_for_topic
+
+def patch_recovery_highwaters() -> None:
+    """Ask the broker for the changelog highwaters (see module doc, point 3); idempotent."""
+    from faust.transport.drivers import aiokafka as driver
+
+    thread_cls = driver.AIOKafkaConsumerThread
+    if getattr(thread_cls, "_twin_patched", False):
+        return
+
+    async def _highwaters(self: Any, partitions: list[TP]) -> Any:
+        # read_committed consumer under exactly_once: the last stable offsets
+        return await self._ensure_consumer().end_offsets(partitions)
+
+    thread_cls._highwaters = _highwaters  # type: ignore[method-assign]
+    setattr(thread_cls, "_twin_patched", True)  # noqa: B010
+
+
+def persist_changelog_offsets_on_commit(app: Any, input_topic: str) -> None:
+    """faust-streaming 0.15.3 under exactly_once queues the changelog offset to persist under
+    the CHANGELOG partition (`persist_offset_on_commit`) but, on commit, looks it up by the
+    committed INPUT partitions (`TableManager.on_commit`): the store's persisted offset never
+    moves, and every rebalance re-applies the changelog from an old offset over the local
+    state of the partitions the worker keeps -- state of writes not yet committed goes back
+    in time while their input is not read again. Map the input partitions to the changelog
+    partitions of the same number (tables are co-partitioned with the input)."""
+    tables = app.tables
+    original = tables.on_commit
+
+    def on_commit(offsets: Any) -> None:
+        original(offsets)
+        parts = {tp.partition for tp in offsets if tp.topic == input_topic}
+        for table in tables.values():
+            for topic in table.changelog_topic.topics:
+                for p in parts:
+                    tables.on_commit_tp(TP(topic, p))
+
+    tables.on_commit = on_commit
+
+
+def reset_local_state_on_assign(app: Any, table: Any) -> None:
+    """Discard local RocksDB data of newly assigned active changelog partitions (see module
+    doc, point 3); the memory store starts empty in every process anyway."""
+    original = table.on_rebalance
+
+    async def on_rebalance(
+        assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
+    ) -> None:
+        store = table.data
+        if app.in_transaction and hasattr(store, "partition_path"):
+            standbys = app.assignor.assigned_standbys()
+            changelog = set(table.changelog_topic.topics)
+            for tp in sorted(newly_assigned):
+                if tp.topic in changelog and tp not in standbys:
+                    _wipe_partition(store, tp.partition)
+        await original(assigned, revoked, newly_assigned, generation_id)
+
+    table.on_rebalance = on_rebalance
+
+
+def _wipe_partition(store: Any, partition: int) -> None:
+    db = store._dbs.get(partition)
+    if db is not None:
+        keys = list(db.keys())
+        for k in keys:
+            db.delete(k)
+        log.info("discarded %d local keys of table partition %d", len(keys), partition)
+    else:
+        path = store.partition_path(partition)
+        if path.exists():
+            shutil.rmtree(path)
+            log.info("discarded local table data %s", path)
+    key_index = getattr(store, "_key_index", None)
+    if key_index is not None:
+        key_index.clear()
+
+
+class InputGapFiller:
+    """Reads input records that faust skipped, straight from the broker.
+
+    Around a rebalance faust resumes the new partitions before it seeks them to the committed
+    offsets, and its fetch loop treats any jump in offsets as a gap of transaction markers
+    (`Consumer._add_gap`), which it then counts as acked: records fetched in that window
+    never reached the agent, yet their offsets were committed (seen: 26 records of a battery
+    lost after a hand-over, `add_gap 936..961` right after the seek to 935). The agent knows
+    where each partition must continue (`ChunkTransactions.position`, or the group's
+    committed offset for a partition new to this worker); any offset it does not see is read
+    here (read_committed) and processed in order. Real holes (transaction markers of a
+    transactional producer, deleted records) come back empty and are skipped."""
+
+    def __init__(self, app: Any, kafka_options: dict[str, Any], topic: str) -> None:
+        self.app = app
+        self.options = kafka_options
+        self.topic = topic
+        self._consumer: Any = None
+        self.filled = 0
+
+    async def _client(self) -> Any:
+        if self._consumer is None:
+            from aiokafka import AIOKafkaConsumer
+
+            c = AIOKafkaConsumer(
+                **self.options,
+                group_id=self.app.conf.id,  # only to read the group's committed offsets
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+                auto_offset_reset="earliest",
+            )
+            await c.start()
+            self._consumer = c
+        return self._consumer
+
+    async def start_offset(self, partition: int) -> int:
+        """Where a partition new to this worker continues: the group's committed offset."""
+        from aiokafka import TopicPartition
+
+        c = await self._client()
+        tp = TopicPartition(self.topic, partition)
+        committed = await c.committed(tp)
+        if committed is None or committed < 0:
+            committed = (await c.beginning_offsets([tp]))[tp]
+        return int(committed)
+
+    async def fetch(self, partition: int, start: int, end: int, timeout_s: float = 30.0) -> list:
+        """faust Events for the records of [start, end) of an input partition."""
+        import time
+
+        import faust
+        from aiokafka import TopicPartition
+
+        c = await self._client()
+        tp = TopicPartition(self.topic, partition)
+        c.assign([tp])
+        c.seek(tp, start)
+        events = []
+        deadline = time.monotonic() + timeout_s
+        while await c.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {self.topic}[{partition}] {start}..{end}")
+            batch = await c.getmany(tp, timeout_ms=500, max_records=max(1, end - start))
+            for rec in batch.get(tp, []):
+                if start <= rec.offset < end:
+                    # the aiokafka TopicPartition, as faust's own messages carry (commits
+                    # hand message.tp to aiokafka, which checks the type)
+                    msg = self.app.consumer._to_message(tp, rec)
+                    events.append(faust.Event(self.app, rec.key, rec.value, rec.headers, msg))
+        self.filled += len(events)
+        return events
