@@ -32,17 +32,7 @@ from twin_stream.codec import (
     Row,
 )
 
-_FIELDS = (
-    "battery_id",
-    "ts",
-    "current",
-    "voltage",
-    "cell_voltages",
-    "temperatures",
-    "soc",
-    "soh",
-    "seq",
-)
+_OPTIONAL = (("voltage", 0.0, _V_MAX), ("soc", 0.0, 100.0), ("soh", _SOH_FRAC, 100.0))
 _Array = simdjson.Array
 _Object = simdjson.Object
 
@@ -117,72 +107,41 @@ def _fields(doc: Any, data: bytes) -> tuple[Any, ...] | None:
     if cur is None:
         return None
     found = 3
-    volt = soc = soh = NAN
-    try:
-        x = get("voltage")
-    except KeyError:
-        x = _FIELDS
-    if x is not _FIELDS:
+    opt = [NAN, NAN, NAN]  # voltage, soc, soh
+    for k, (name, lo, hi) in enumerate(_OPTIONAL):
+        try:
+            x = get(name)
+        except KeyError:
+            continue
         found += 1
         if x is not None:
-            v = _scalar(x, 0.0, _V_MAX)
-            if v is None:
+            v = _scalar(x, lo, hi)
+            if v is None or (k == 2 and v <= _SOH_FRAC):
                 return None
-            volt = v
-    try:
-        x = get("soc")
-    except KeyError:
-        x = _FIELDS
-    if x is not _FIELDS:
-        found += 1
-        if x is not None:
-            v = _scalar(x, 0.0, 100.0)
-            if v is None:
-                return None
-            soc = v
-    try:
-        x = get("soh")
-    except KeyError:
-        x = _FIELDS
-    if x is not _FIELDS:
-        found += 1
-        if x is not None:
-            v = _scalar(x, _SOH_FRAC, 100.0)
-            if v is None or v <= _SOH_FRAC:
-                return None
-            soh = v
+            opt[k] = v
+    volt, soc, soh = opt
     try:
         x = get("seq")
-    except KeyError:
-        x = _FIELDS
-    if x is not _FIELDS:
         found += 1
         if x is not None and (type(x) is not int or x < 0):
             return None
+    except KeyError:
+        pass
     arrays = 0
-    cells = temps = None
-    try:
-        x = get("cell_voltages")
-    except KeyError:
-        x = _FIELDS
-    if x is not _FIELDS:
+    found_arrays: list[np.ndarray | None] = [None, None]  # cells, temperatures
+    for k, name in enumerate(("cell_voltages", "temperatures")):
+        try:
+            x = get(name)
+        except KeyError:
+            continue
         found += 1
         if x is not None:
-            cells = _numbers(x)
-            if cells is None:
+            a = _numbers(x)
+            if a is None:
                 return None
+            found_arrays[k] = a
             arrays += 1
-    try:
-        x = get("temperatures")
-    except KeyError:
-        x = _FIELDS
-    if x is not _FIELDS:
-        found += 1
-        if x is not None:
-            temps = _numbers(x)
-            if temps is None:
-                return None
-            arrays += 1
+    cells, temps = found_arrays
     # every key a telemetry field (no extras, no duplicate keys), no nested arrays
     if len(doc) != found or data.count(b"[") != arrays:
         return None

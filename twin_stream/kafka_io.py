@@ -57,30 +57,26 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         await admin.close()
 
 
-def _key_of(payload: Any) -> bytes | None:
+def _object_of(payload: Any) -> Any:
+    """The record of a payload (text parsed as JSON; None if it is not JSON)."""
     if isinstance(payload, bytes | str):
         try:
-            obj = orjson.loads(payload)
+            return orjson.loads(payload)
         except orjson.JSONDecodeError:
             return None
-    else:
-        obj = payload
+    return payload
+
+
+def _key_of(obj: Any) -> bytes | None:
     if isinstance(obj, list) and obj and isinstance(obj[0], dict):
         obj = obj[0]
     bid = obj.get("battery_id") if isinstance(obj, dict) else None
     return bid.encode() if isinstance(bid, str) else None
 
 
-def _ts_of(payload: Any) -> int | None:
+def _ts_of(obj: Any) -> int | None:
     from twin_stream.codec import lean_row
 
-    if isinstance(payload, bytes | str):
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return None
-    else:
-        obj = payload
     row = lean_row(obj) if isinstance(obj, dict) else None
     return row.ts if row is not None else None
 
@@ -116,8 +112,9 @@ async def publish(
         for block in reader.blocks(5000):
             futures = []
             for payload, _ in block:
+                obj = _object_of(payload)  # parsed once, for the key and the pacing
                 if speed is not None:
-                    ts = _ts_of(payload)
+                    ts = _ts_of(obj)
                     if ts is not None:
                         if t0_event is None:
                             t0_event = ts
@@ -125,7 +122,7 @@ async def publish(
                         if wait > 0:
                             await asyncio.sleep(wait)
                 value = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-                futures.append(await producer.send(name, value=value, key=_key_of(payload)))
+                futures.append(await producer.send(name, value=value, key=_key_of(obj)))
             await asyncio.gather(*futures)
             sent += len(block)
             if progress is not None:
