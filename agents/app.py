@@ -3,14 +3,16 @@
 Topics: the input (raw bytes, keyed by battery_id) and the outputs (alerts, estimates, dead
 letters; keyed by battery_id, same partition count, so co-partitioned with the input). The
 `battery-state` table (changelog-backed; RocksDB via rocksdict by default) holds each
-battery's engine state plus when it was last seen. The ingest agent takes events in chunks
-(`take_events`) so the engine, the table write and faust's bookkeeping are paid once per
-battery per chunk; with `exactly_once` (default) outputs, state and offsets commit together:
-each chunk is one unit for faust's commits and rebalances, outputs go out through the
-transactional producer of their input partition, and the workarounds this needs on
-faust-streaming 0.15.3 are in `agents.faust_compat` (each with what it fixes and how it was
-seen). Tested against a real broker with kill -9, restarts and hand-overs in
-tests/integration/test_live_*.py.
+battery's engine state, when it was last seen, and whether its `telemetry_stale` raise is
+out. The ingest task takes input records in chunks straight from faust's fetch loop
+(`ChunkFeed`: faust's per-event delivery cost more than all our work), so decoding, the
+engine, the table write and faust's bookkeeping are paid once per battery per chunk; with
+`exactly_once` (default) outputs, state and offsets commit together: each chunk is one unit
+for faust's commits and rebalances, outputs go out through the transactional producer of
+their input partition. The workarounds this needs on faust-streaming 0.15.3 are in
+`agents.faust_compat` (each with what it fixes and how it was seen). Tested against a real
+broker with kill -9, restarts and hand-overs in tests/integration/test_live_*.py;
+measured by bench/live.py.
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 import orjson
 from faust.types import TP
 
 from agents.faust_compat import (
+    ChunkFeed,
+    ChunkPoisoned,
     ChunkTransactions,
     InputGapFiller,
     current_event,
+    partition_event,
     patch_recovery_highwaters,
     persist_changelog_offsets_on_commit,
     reset_local_state_on_assign,
@@ -58,56 +63,93 @@ class TwinApp:
     table: Any = None
     txn: ChunkTransactions | None = None
     gaps: InputGapFiller | None = None
+    feed: ChunkFeed | None = None
     unkeyed: int = 0
+    chunks: int = 0  # chunks processed, and the input events they held
+    chunk_events: int = 0
+
+    async def raise_stale(self, due: list[tuple[str, int, float]]) -> None:
+        """Raise `telemetry_stale` for batteries silent too long (`StaleTracker.due`).
+
+        The alert and a `stale` mark on the battery's table entry commit together, in the
+        transaction of its input partition, committed at once (nothing else would commit a
+        silent partition): after a restart the raise is neither repeated nor left without
+        its clear (the mark says it is out; the next record clears it)."""
+        assert self.txn is not None and self.gaps is not None
+        t, w = self.settings.topics, self.settings.worker
+        parts = {p for _, p, _ in due}
+        async with self.txn.chunk(commit=parts) as txn:
+            for p in parts:
+                if p not in txn.position and txn.owns(p):
+                    txn.position[p] = await self.gaps.start_offset(p)
+            for bid, p, silent in due:
+                if not txn.owns(p):
+                    continue  # moved meanwhile: its new owner watches it
+                key = bid.encode()
+                with current_event(partition_event(self.app, t.input, p, key)):
+                    stored = self.table.get(key)
+                    if stored:
+                        self.table[key] = {**stored, "stale": True}
+                await txn.send(
+                    t.alerts,
+                    key,
+                    orjson.dumps(stale_alert(bid, True, silent, w.stale_after_s)),
+                    source_partition=p,
+                )
 
     def metrics(self) -> dict[str, Any]:
-        m = self.engine.metrics.as_dict()
+        m: dict[str, Any] = dict(self.engine.metrics.as_dict())
         m["dead_letters"] += self.unkeyed
         m["stale_batteries"] = len(self.stale.stale)
         m["tracked_batteries"] = len(self.stale.last_seen)
+        if self.txn is not None:
+            m["seconds"] = {k: round(v, 3) for k, v in self.txn.waited.items()}
+        m["chunks"] = self.chunks
+        m["events_per_chunk"] = round(self.chunk_events / self.chunks, 1) if self.chunks else 0
         return m
 
-    async def process_events(self, events: list[Any]) -> None:
-        """One chunk of events: decode, group per battery, run the engine, write, send.
+    async def process_records(self, records: list[Any]) -> None:
+        """One chunk of input records (`ChunkFeed`): decode, group per battery, run the
+        engine, write the table, send.
 
         The whole chunk is one unit for faust's commits (`ChunkTransactions`): its outputs,
         table writes and offsets commit together, or not at all."""
         assert self.txn is not None
         try:
             async with self.txn.chunk() as txn:
-                await self._chunk(txn, events)
+                await self._chunk(txn, records)
         except BaseException as exc:
-            # take_events acks every event of the chunk when we leave it, whatever way:
             # unless the chunk completed, nothing may be committed any more (a cancelled
-            # worker would otherwise commit offsets of records it never processed)
+            # worker would otherwise commit its partial outputs with the next commit)
             self.txn.poison(exc)
             raise
 
-    async def _chunk(self, txn: ChunkTransactions, events: list[Any]) -> None:
+    async def _chunk(self, txn: ChunkTransactions, records: list[Any]) -> None:
+        """Keep each partition's records in offset order from its position on: records
+        seen before (re-delivered after a rebalance) are skipped, records faust never
+        delivered are read from the broker (`InputGapFiller`)."""
         assert self.gaps is not None
-        owned = {p: txn.owns(p) for p in {ev.message.partition for ev in events}}
         by_partition: dict[int, list[Any]] = {}
-        again = []
-        for ev in events:
-            msg = ev.message
-            if not owned[msg.partition]:
-                # revoked meanwhile: its new owner reads it again from the committed
-                # offset; must not count as acked here (take_events acks every event it
-                # handed out, and a stale ack could commit past unprocessed records)
-                msg.acked = True  # no offset bookkeeping for it
-                continue
-            if msg.partition not in txn.position:  # new here: start at the committed offset
-                txn.position[msg.partition] = await self.gaps.start_offset(msg.partition)
-            if txn.seen(msg.partition, msg.offset):
-                again.append(ev)  # delivered again (after a rebalance): already processed
+        for rec in records:
+            group = by_partition.get(rec.partition)
+            if group is None:
+                by_partition[rec.partition] = [rec]
             else:
-                by_partition.setdefault(msg.partition, []).append(ev)
+                group.append(rec)
         mine: list[Any] = []
-        for p, evs in by_partition.items():
-            evs.sort(key=lambda e: e.message.offset)
+        positions: dict[int, int] = {}
+        for p, recs in by_partition.items():
+            if not txn.owns(p):
+                continue  # revoked meanwhile: its new owner reads it from the committed offset
+            if p not in txn.position:  # new here: start at the committed offset
+                txn.position[p] = await self.gaps.start_offset(p)
             expected = txn.position[p]
-            for ev in evs:
-                offset = ev.message.offset
+            if any(recs[i].offset >= recs[i + 1].offset for i in range(len(recs) - 1)):
+                recs.sort(key=lambda r: r.offset)
+            for rec in recs:
+                offset = rec.offset
+                if offset < expected:  # processed already (a rebalance delivers it again)
+                    continue
                 if offset > expected:  # records faust did not hand us: read them
                     missing = await self.gaps.fetch(p, expected, offset)
                     if missing:
@@ -120,64 +162,66 @@ class TwinApp:
                             offset - 1,
                         )
                     mine.extend(missing)
-                mine.append(ev)
+                mine.append(rec)
                 expected = offset + 1
-            txn.position[p] = expected
+            positions[p] = expected
         await self._process(txn, mine)
-        for ev in mine + again:  # acked inside the guard: the next commit covers them
-            ev.ack()
+        # what the next commit commits for these partitions (see ChunkTransactions.install)
+        txn.position.update(positions)
+        txn.mark_for_commit(positions)
 
-    async def _process(self, txn: ChunkTransactions, events: list[Any]) -> None:
+    async def _process(self, txn: Sender, records: list[Any]) -> None:
+        """Decode and process input records (anything with topic, partition, offset, key
+        and value: aiokafka's records, faust's messages) and send what comes out."""
         rows: list[Row] = []
-        dead: list[tuple[DeadLetter, Any]] = []
-        event_of: dict[str, Any] = {}
-        wall = time.time()
-        for ev in events:
-            msg = ev.message
-            source = f"{msg.topic}[{msg.partition}]@{msg.offset}"
-            key = msg.key.decode("utf-8", "replace") if msg.key else None
-            start = len(rows)
-            bad: list[DeadLetter] = []
-            self.decoder.decode(msg.value or b"", source, rows, bad)
-            self.engine.count_invalid(len(bad))
-            dead.extend((d, ev) for d in bad)
-            if len(rows) > start:
-                mine = []
-                for r in rows[start:]:
-                    if r.battery_id != key:
-                        self.unkeyed += 1
-                        dead.append(
-                            (
-                                dead_letter(
-                                    f"battery_id {r.battery_id!r} does not match the message key "
-                                    f"{key!r}: key telemetry by battery_id",
-                                    r.raw,
-                                    r.source,
-                                ),
-                                ev,
-                            )
-                        )
-                    else:
-                        mine.append(r)
-                        event_of[r.battery_id] = ev
-                rows[start:] = mine
+        dead: list[DeadLetter] = []
+        origin: list[int] = []
+        dead_origin: list[int] = []
+        self.chunks += 1
+        self.chunk_events += len(records)
+        # one batch through the decoder: the simdjson fast path replay uses
+        self.decoder.decode_many(
+            [(m.value or b"", f"{m.topic}[{m.partition}]@{m.offset}") for m in records],
+            rows,
+            dead,
+            origin,
+            dead_origin,
+        )
+        self.engine.count_invalid(len(dead))
+        out_dead: list[tuple[DeadLetter, Any]] = [
+            (d, records[i]) for d, i in zip(dead, dead_origin, strict=True)
+        ]
+        keys = [m.key.decode("utf-8", "replace") if m.key else None for m in records]
         groups: dict[str, list[Row]] = {}
-        for r in rows:
-            g = groups.get(r.battery_id)
+        record_of: dict[str, Any] = {}  # a record of each battery: where its outputs go
+        for r, i in zip(rows, origin, strict=True):
+            bid = r.battery_id
+            if bid != keys[i]:
+                self.unkeyed += 1
+                out_dead.append((_unkeyed(r, keys[i]), records[i]))
+                continue
+            g = groups.get(bid)
             if g is None:
-                groups[r.battery_id] = [r]
+                groups[bid] = [r]
+                record_of[bid] = records[i]
             else:
                 g.append(r)
         t = self.settings.topics
+        wall = time.time()
+        table_event: dict[int, Any] = {}  # the table reads the partition of "the current event"
         for bid, group in groups.items():
-            ev = event_of[bid]
-            part = ev.message.partition
+            part = record_of[bid].partition
             key = bid.encode()
-            with current_event(ev):  # the store reads the event's partition
+            ev = table_event.get(part)
+            if ev is None:
+                ev = table_event[part] = partition_event(self.app, t.input, part, key)
+            with current_event(ev):
                 stored = self.table.get(key)
             state = stored["engine"] if stored else None
             res = self.engine.process(bid, group, state)
-            if self.stale.seen(bid, part, wall):
+            # back from silence: the raise may be known only from the table (a restart)
+            was_stale = self.stale.seen(bid, part, wall) or bool(stored and stored.get("stale"))
+            if was_stale:
                 await txn.send(
                     t.alerts,
                     key,
@@ -186,25 +230,75 @@ class TwinApp:
                 )
             with current_event(ev):
                 self.table[key] = {"engine": res.state, "seen": wall}
-            for rec in res.alerts:
-                await txn.send(t.alerts, key, orjson.dumps(rec), source_partition=part)
-            for rec in res.estimates:
-                await txn.send(t.estimates, key, orjson.dumps(rec), source_partition=part)
-            dead.extend((d, ev) for d in res.dead)
-        for d, ev in dead:
-            msg = ev.message
+            for out in res.alerts:
+                await txn.send(t.alerts, key, orjson.dumps(out), source_partition=part)
+            for out in res.estimates:
+                await txn.send(t.estimates, key, orjson.dumps(out), source_partition=part)
+            out_dead.extend((d, record_of[bid]) for d in res.dead)
+        for d, rec in out_dead:
             await txn.send(
                 t.deadletter,
-                msg.key,
+                rec.key,
                 orjson.dumps(d.to_dict()),
-                source_partition=msg.partition,
-                partition=None if msg.key else msg.partition,
+                source_partition=rec.partition,
+                partition=None if rec.key else rec.partition,
             )
 
 
+class Sender(Protocol):
+    """Where a chunk's outputs go: `ChunkTransactions`, or faust's plain topic send."""
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        *,
+        source_partition: int,
+        partition: int | None = None,
+    ) -> None: ...
+
+
+@dataclass
+class FaustSender:
+    """Outputs through faust's own `Topic.send`, as a plain faust agent sends them (the
+    per-event baseline of bench/live.py; see `build_app(per_event=True)`)."""
+
+    topics: dict[str, Any]
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        *,
+        source_partition: int,
+        partition: int | None = None,
+    ) -> None:
+        await self.topics[topic].send(key=key, value=value, partition=partition)
+
+
+def _unkeyed(r: Row, key: str | None) -> DeadLetter:
+    return dead_letter(
+        f"battery_id {r.battery_id!r} does not match the message key {key!r}: "
+        "key telemetry by battery_id",
+        r.raw,
+        r.source,
+    )
+
+
 def build_app(
-    settings: Settings, *, data_dir: Path | None = None, web_port: int | None = None
+    settings: Settings,
+    *,
+    data_dir: Path | None = None,
+    web_port: int | None = None,
+    per_event: bool = False,
 ) -> TwinApp:
+    """The app, its topics, table, agent and timers. `per_event=True` builds the baseline of
+    bench/live.py instead of the chunked agent: a plain faust agent that takes one event at a
+    time (`stream.events()`) and sends with faust's `Topic.send`, doing the same work per
+    event (decode, engine, table read and write, outputs); not for production (its outputs
+    are not in the input's transaction, see `agents.faust_compat`)."""
     w, t = settings.worker, settings.topics
     app = faust.App(
         w.app_id,
@@ -226,6 +320,7 @@ def build_app(
         # the consumer's own thread, so a busy agent does not miss them.
         broker_session_timeout=SESSION_TIMEOUT_S,
         stream_wait_empty=False,
+        consumer_max_fetch_size=w.fetch_max_bytes_per_partition,
     )
     twin = TwinApp(
         settings=settings,
@@ -257,25 +352,36 @@ def build_app(
         key_type=bytes,
         schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
     )
-    twin.txn = ChunkTransactions(app, t.input, twin.table)
-    twin.gaps = InputGapFiller(app, client_options(settings.kafka), t.input)
     patch_recovery_highwaters()
-    persist_changelog_offsets_on_commit(app, t.input)
-    reset_local_state_on_assign(app, twin.table)
+    if per_event:
+        sender = FaustSender({getattr(t, n): topic for n, topic in twin.topics.items()})
 
-    @app.agent(source, name="ingest")  # type: ignore[arg-type]
-    async def ingest(stream: faust.Stream) -> None:
-        async for events in stream.take_events(w.take_max, within=w.take_within_s):
-            try:
-                await twin.process_events(list(events))
-            except Exception as exc:
-                # Part of the chunk may be sent: commit nothing more (the guard is poisoned)
-                # and stop; a restart reprocesses from the last committed offsets.
-                log.exception("chunk failed; stopping the worker")
-                await app.crash(exc)
-                raise
+        @app.agent(source, name="ingest")  # type: ignore[arg-type]
+        async def ingest(stream: faust.Stream) -> None:
+            async for event in stream.events():
+                await twin._process(sender, [event.message])
 
-    stale_producer: dict[str, Any] = {}
+    else:
+        twin.txn = ChunkTransactions(app, t.input, twin.table)
+        twin.gaps = InputGapFiller(app, client_options(settings.kafka), t.input)
+        persist_changelog_offsets_on_commit(app, t.input)
+        reset_local_state_on_assign(app, twin.table)
+        feed = twin.feed = ChunkFeed(app, t.input, high_water=4 * w.take_max)
+        app.topics.add(source)  # subscribed; its records reach `ingest` through the feed
+
+        @app.task
+        async def ingest() -> None:
+            while not app.should_stop:
+                records = await feed.take(w.take_max, w.take_within_s)
+                try:
+                    await twin.process_records(records)
+                except Exception as exc:
+                    # Part of the chunk may be sent: commit nothing more (the guard is
+                    # poisoned) and stop; a restart reprocesses from the last committed offsets.
+                    log.exception("chunk failed; stopping the worker")
+                    await app.crash(exc)
+                    raise
+
     unseeded: set[int] = set()  # input partitions whose silent batteries are not known yet
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -291,14 +397,13 @@ def build_app(
         # table once its recovery is done (stale_check)
         mine = {tp.partition for tp in assigned if tp.topic == t.input}
         unseeded.update(mine)
-        assert twin.txn is not None
-        twin.txn.install()
-        twin.txn.keep_positions(mine)
+        if twin.txn is not None and twin.feed is not None:
+            twin.feed.install()
+            twin.txn.install()
+            twin.txn.keep_positions(mine)
 
     @app.timer(interval=min(1.0, w.stale_after_s / 4))
     async def stale_check() -> None:
-        # Sent outside the transaction: a silent partition commits nothing, and the alert
-        # must not wait for input that is not coming.
         active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.input}
         todo = unseeded & active
         recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
@@ -308,18 +413,17 @@ def build_app(
         due = twin.stale.due(time.time(), active)
         if not due:
             return
-        producer = stale_producer.get("p")
-        if producer is None:
-            from aiokafka import AIOKafkaProducer
-
-            producer = stale_producer["p"] = AIOKafkaProducer(**client_options(settings.kafka))
-            await producer.start()
-        for bid, silent in due:
-            await producer.send_and_wait(
-                t.alerts,
-                key=bid.encode(),
-                value=orjson.dumps(stale_alert(bid, True, silent, w.stale_after_s)),
-            )
+        if twin.txn is None:  # the per-event baseline: plain sends
+            for bid, _, silent in due:
+                await twin.topics["alerts"].send(
+                    key=bid.encode(),
+                    value=orjson.dumps(stale_alert(bid, True, silent, w.stale_after_s)),
+                )
+            return
+        try:
+            await twin.raise_stale(due)
+        except ChunkPoisoned:
+            return  # a chunk failed: the worker is stopping; the next owner raises them
 
     @app.page("/twin/metrics/")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -343,7 +447,11 @@ def _seed_from_table(twin: TwinApp, active: set[int]) -> None:
             if seen is not None:
                 p = twin.app.consumer.key_partition(twin.settings.topics.input, key)
                 if p in active:
-                    twin.stale.last_seen.setdefault(key.decode(), (float(seen), int(p)))
+                    bid = key.decode()
+                    if bid not in twin.stale.last_seen:
+                        twin.stale.last_seen[bid] = (float(seen), int(p))
+                        if stored.get("stale"):  # raised before the restart
+                            twin.stale.stale.add(bid)
 
 
 def _credentials(settings: Settings) -> Any:
@@ -367,6 +475,7 @@ def run_worker(
     loglevel: str = "info",
     web_port: int | None = None,
     data_dir: Path | None = None,
+    per_event: bool = False,
 ) -> None:
     """Run the worker in this process until stopped (SIGINT/SIGTERM)."""
     import asyncio
@@ -376,7 +485,7 @@ def run_worker(
     from twin_stream.kafka_io import ensure_topics
 
     asyncio.run(ensure_topics(settings))
-    twin = build_app(settings, data_dir=data_dir, web_port=web_port)
+    twin = build_app(settings, data_dir=data_dir, web_port=web_port, per_event=per_event)
     worker = Worker(twin.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
 

@@ -61,9 +61,30 @@
    Each newly assigned active partition's local data is discarded, so its state comes back
    from the (compacted, read_committed) changelog.
 
-6. `InputGapFiller`: records faust fetched but never handed to the agent around a rebalance,
-   and then counted as acked (its "gap" logic for transaction markers), are read from the
-   broker and processed in order (see the class).
+6. `InputGapFiller` and the committed offsets: records faust fetched but never handed to the
+   agent around a rebalance or restart, and then counted as acked (its "gap" logic for
+   transaction markers), are read from the broker and processed in order (see the class).
+   The offset committed for an input partition is the agent's own position (next record to
+   process), not faust's acked-list-plus-gaps arithmetic, which around a restart committed
+   an offset BEHIND the state it committed in the same transaction (seen after 7 kills: the
+   restored state of a battery six minutes ahead of the input, hundreds of "late" dead
+   letters), or ahead of it.
+
+7. `ChunkFeed`: the input records go from faust's fetch loop to the chunk task in bulk.
+   faust hands every record to its agents one by one: the fetch loop converts each to a
+   faust message and awaits `wait_first(callback(message), suspend_flow.wait())` per record
+   (four tasks and an `asyncio.wait` each), then come the conductor, the topic queue and the
+   stream's per-event machinery. Measured (bench/live.py's fleet, 96 cells): faust delivered
+   about 5,500 records/s to `take_events` however large the chunks, while our work per
+   record was 43 us. The feed takes the input topic's records out of the map faust's fetch
+   loop gets (`Consumer._wait_next_records`, whose only caller is that loop) as aiokafka
+   records, in bulk; every other topic (changelogs during recovery) keeps faust's path.
+   faust's per-record acks are not needed for the input: the committed offset is the
+   agent's position (point 6). While a rebalance suspends the flow faust drops what it
+   fetched, and so does the feed; records still in the feed from before are skipped by
+   `ChunkTransactions.owns` and the position, and any offset it misses is read by
+   `InputGapFiller`. With faust's 1 MiB fetch per partition the fetch itself was the next
+   limit (~10k records/s); `worker.fetch_max_bytes_per_partition` raises it (8 MiB).
 """
 
 from __future__ import annotations
@@ -71,10 +92,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from typing import Any, cast
 
 from faust import streams
 from faust.types import TP
@@ -106,6 +128,8 @@ class ChunkTransactions:
         self.poisoned: BaseException | None = None
         self.pending: list[asyncio.Future[Any]] = []
         self.position: dict[int, int] = {}  # input partition -> next offset to process
+        # seconds spent: waiting for faust's commits (the lock), in chunks, waiting for acks
+        self.waited: dict[str, float] = {"commits": 0.0, "work": 0.0, "acks": 0.0}
         self._installed = False
         original_send_changelog = table.send_changelog
 
@@ -154,8 +178,24 @@ class ChunkTransactions:
                     log.info("rebalance: committed before revocation (%s)", did)
             await original_revoked(revoked)
 
+        original_new_offset = consumer._new_offset
+
+        def _new_offset(tp: Any) -> int | None:
+            # The offset to commit for an input partition is where this worker continues:
+            # every record below it was processed (and acked) by a finished chunk. faust
+            # derives it from its acked lists plus "gaps" it assumed were transaction markers,
+            # which around a rebalance also covered records it never delivered (see
+            # InputGapFiller): it committed offsets ahead of the state, or got stuck.
+            if tp.topic != self.input_topic:
+                return cast(int | None, original_new_offset(tp))
+            consumer._acked[tp].clear()
+            consumer._acked_index[tp].clear()
+            consumer._gap.pop(tp, None)
+            return self.position.get(tp.partition)
+
         consumer.commit = commit
         consumer.on_partitions_revoked = on_partitions_revoked
+        consumer._new_offset = _new_offset
         if self.transactional:
             tm = consumer.transactions
             original_on_rebalance = tm.on_rebalance
@@ -181,6 +221,15 @@ class ChunkTransactions:
         committed or in the open transaction of its partition)? faust re-delivers records
         after a rebalance (seek to the committed offset, plus events already buffered)."""
         return offset < self.position.get(partition, -1)
+
+    def mark_for_commit(self, partitions: Iterable[int]) -> None:
+        """faust's commit looks only at partitions in its acked lists (our `_new_offset`
+        then gives the position): make sure each partition of a chunk is there."""
+        from aiokafka import TopicPartition
+
+        acked = self.app.consumer._acked
+        for p in partitions:
+            acked[TopicPartition(self.input_topic, p)]  # a defaultdict: creates the key
 
     def poison(self, exc: BaseException) -> None:
         if self.poisoned is None:
@@ -221,22 +270,32 @@ class ChunkTransactions:
         self.pending.append(fut)
 
     @asynccontextmanager
-    async def chunk(self) -> AsyncIterator[ChunkTransactions]:
+    async def chunk(self, commit: set[int] | None = None) -> AsyncIterator[ChunkTransactions]:
         """Hold faust's commits (and rebalance steps) off for one chunk, which runs only
         while the group is not rebalancing; at the end wait until every send of the chunk is
-        acknowledged. Any failure poisons the guard (see module doc)."""
+        acknowledged. Any failure poisons the guard (see module doc).
+
+        `commit`: input partitions whose transactions are committed at the end of this chunk,
+        at their positions. For work that comes from no input record (the stale timer):
+        faust commits a partition only when its offset moved, and a silent partition's does
+        not."""
         self.install()
+        t0 = time.monotonic()
         while True:
             await self.wait_rebalanced()
             await self.lock.acquire()
             if not self.app.rebalancing:
                 break
             self.lock.release()  # a rebalance began meanwhile: let it revoke, then wait
+        t1 = time.monotonic()
+        self.waited["commits"] += t1 - t0
         try:
             if self.poisoned is not None:
                 raise ChunkPoisoned(f"an earlier chunk failed: {self.poisoned!r}")
             self.pending = []
             yield self
+            t2 = time.monotonic()
+            self.waited["work"] += t2 - t1
             while self.pending:  # the changelog buffer may add while we wait
                 batch, self.pending = self.pending, []
                 # asyncio.wait, not gather: a cancelled chunk must not cancel the sends
@@ -244,12 +303,36 @@ class ChunkTransactions:
                 await asyncio.wait(batch)
                 for fut in batch:
                     fut.result()
+            self.waited["acks"] += time.monotonic() - t2
+            if commit and self.transactional:
+                await self._commit_positions(commit)
         except BaseException as exc:
             self.poison(exc)
             raise
         finally:
             self.pending = []
             self.lock.release()
+
+    async def _commit_positions(self, partitions: set[int]) -> None:
+        from aiokafka import TopicPartition
+
+        offsets = {
+            TopicPartition(self.input_topic, p): self.position[p]
+            for p in partitions
+            if p in self.position and self.owns(p)
+        }
+        if offsets:  # faust's own step: transactions, table offsets, its committed record
+            await self.app.consumer._commit_offsets(offsets)
+
+
+def partition_event(app: Any, topic: str, partition: int, key: bytes) -> Any:
+    """A stand-in event for table access outside the agent (`current_event`): the table reads
+    only its message's topic and partition; offset -1 is no input record."""
+    import faust
+    from faust.types import Message
+
+    msg = Message(topic, partition, -1, 0.0, 0, {}, key, b"", None, tp=TP(topic, partition))
+    return faust.Event(app, key, b"", {}, msg)
 
 
 def patch_recovery_highwaters() -> None:
@@ -327,6 +410,73 @@ def _wipe_partition(store: Any, partition: int) -> None:
         key_index.clear()
 
 
+class ChunkFeed:
+    """Input records from faust's fetch loop, taken in chunks (see module doc, point 7)."""
+
+    def __init__(self, app: Any, topic: str, high_water: int) -> None:
+        self.app = app
+        self.topic = topic
+        self.high_water = high_water  # records held before the fetch loop waits
+        self.records: list[Any] = []  # aiokafka ConsumerRecords, in fetch order
+        self.arrived = asyncio.Event()
+        self.enough = asyncio.Event()
+        self.want = 1
+        self.fed = 0
+        self._installed = False
+
+    def install(self) -> None:
+        """Divert the input topic where faust's fetch loop gets its records; idempotent.
+        Call when partitions are assigned (before any input record is fetched), not
+        earlier: creating faust's consumer before the worker runs caches
+        `App.in_transaction` as False (a cached property), and the app would run without
+        transactions."""
+        if self._installed:
+            return
+        self._installed = True
+        consumer = self.app.consumer
+        original = consumer._wait_next_records
+        topic, records_out = self.topic, self.records
+        read_offset = consumer._read_offset
+
+        async def _wait_next_records(timeout: float) -> tuple[Any, Any]:
+            records, active = await original(timeout)
+            # with flow suspended (a rebalance) faust drops what it fetched: so do we
+            if records and consumer.flow_active and not consumer.should_stop:
+                for tp in [tp for tp in records if tp.topic == topic]:
+                    recs = records.pop(tp)
+                    if recs and (active is None or tp in active):
+                        self.put(recs)
+                        read_offset[tp] = recs[-1].offset
+                while len(records_out) >= self.high_water and not (
+                    consumer.suspend_flow.is_set() or consumer.should_stop
+                ):
+                    await asyncio.sleep(0.005)  # backpressure: the chunk task is behind
+            return records, active
+
+        consumer._wait_next_records = _wait_next_records
+
+    def put(self, records: list[Any]) -> None:
+        self.records.extend(records)
+        self.fed += len(records)
+        self.arrived.set()
+        if len(self.records) >= self.want:
+            self.enough.set()
+
+    async def take(self, max_n: int, within: float) -> list[Any]:
+        """Up to `max_n` records: waits for the first, then up to `within` s for more."""
+        while not self.records:
+            self.arrived.clear()
+            await self.arrived.wait()
+        if len(self.records) < max_n:
+            self.want = max_n
+            self.enough.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.enough.wait(), within)
+        chunk = self.records[:max_n]
+        del self.records[:max_n]
+        return chunk
+
+
 class InputGapFiller:
     """Reads input records that faust skipped, straight from the broker.
 
@@ -374,10 +524,9 @@ class InputGapFiller:
         return int(committed)
 
     async def fetch(self, partition: int, start: int, end: int, timeout_s: float = 30.0) -> list:
-        """faust Events for the records of [start, end) of an input partition."""
+        """The records of [start, end) of an input partition (aiokafka ConsumerRecords)."""
         import time
 
-        import faust
         from aiokafka import TopicPartition
 
         c = await self._client()
@@ -392,9 +541,6 @@ class InputGapFiller:
             batch = await c.getmany(tp, timeout_ms=500, max_records=max(1, end - start))
             for rec in batch.get(tp, []):
                 if start <= rec.offset < end:
-                    # the aiokafka TopicPartition, as faust's own messages carry (commits
-                    # hand message.tp to aiokafka, which checks the type)
-                    msg = self.app.consumer._to_message(tp, rec)
-                    events.append(faust.Event(self.app, rec.key, rec.value, rec.headers, msg))
+                    events.append(rec)
         self.filled += len(events)
         return events

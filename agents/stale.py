@@ -2,7 +2,9 @@
 `telemetry_stale` alert (raised), cleared when it sends again.
 
 Wall clock is used here and only here (DESIGN: event time drives the models). The tracker is
-per worker and in memory, seeded from the table's last-seen times when partitions arrive.
+per worker and in memory, seeded from the table when partitions arrive: each battery's
+last-seen time, and whether its raise is out (the `stale` mark, committed with the raise by
+`TwinApp.raise_stale`), so a restart neither repeats a raise nor loses its clear.
 """
 
 from __future__ import annotations
@@ -53,16 +55,16 @@ class StaleTracker:
             return True
         return False
 
-    def due(self, now: float, active_partitions: set[int]) -> list[tuple[str, float]]:
-        """Batteries that just became stale (each reported once), with their silence."""
-        out: list[tuple[str, float]] = []
+    def due(self, now: float, active_partitions: set[int]) -> list[tuple[str, int, float]]:
+        """Batteries that just became stale (each reported once): id, partition, silence."""
+        out: list[tuple[str, int, float]] = []
         for bid, (seen, partition) in self.last_seen.items():
             if bid in self.stale or partition not in active_partitions:
                 continue
             silent = now - seen
             if silent >= self.stale_after_s:
                 self.stale.add(bid)
-                out.append((bid, silent))
+                out.append((bid, partition, silent))
         return out
 
     def forget_partitions(self, partitions: set[int]) -> None:

@@ -45,7 +45,14 @@ def metrics(port: int) -> dict[str, Any] | None:
         return None
 
 
-def start_worker(env: dict[str, str], port: int, data: Path, log: Path, per_event: bool):
+def start_worker(
+    env: dict[str, str],
+    port: int,
+    data: Path,
+    log: Path,
+    per_event: bool,
+    profile: Path | None = None,
+) -> subprocess.Popen:
     args = [
         sys.executable,
         "-m",
@@ -60,14 +67,26 @@ def start_worker(env: dict[str, str], port: int, data: Path, log: Path, per_even
     ]
     if per_event:
         args.append("--per-event")
+    if profile is not None:  # sampled by py-spy (pip install py-spy), collapsed stacks
+        spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw"]
+        args = [*spy, "--rate", "200", "--nonblocking", "-o", str(profile), "--", *args]
     return subprocess.Popen(
         args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
     )
 
 
-def stop(proc: subprocess.Popen) -> None:
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop the worker's process group (SIGINT when py-spy wraps it: it then writes out)."""
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, sig)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
@@ -98,7 +117,9 @@ def settings_of(env: dict[str, str]) -> Settings:
     return load_settings(environ={k: v for k, v in env.items() if k.startswith("TWIN_")})
 
 
-def throughput(bootstrap: str, data: Path, n: int, per_event: bool, tmp: Path) -> float:
+def throughput(
+    bootstrap: str, data: Path, n: int, per_event: bool, tmp: Path, profile: Path | None = None
+) -> float:
     from twin_stream.kafka_io import ensure_topics, publish
 
     tag = ("base-" if per_event else "twin-") + uuid.uuid4().hex[:6]
@@ -106,9 +127,10 @@ def throughput(bootstrap: str, data: Path, n: int, per_event: bool, tmp: Path) -
     s = settings_of(env)
     asyncio.run(ensure_topics(s))
     asyncio.run(publish(data, s))
-    port = 6100 + (1 if per_event else 0)
-    proc = start_worker(env, port, tmp / tag, tmp / f"{tag}.log", per_event)
-    t_first = None
+    port = free_port()
+    proc = start_worker(env, port, tmp / tag, tmp / f"{tag}.log", per_event, profile)
+    t_first: float | None = None
+    n_first = 0
     try:
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
@@ -117,90 +139,149 @@ def throughput(bootstrap: str, data: Path, n: int, per_event: bool, tmp: Path) -
                 done = m["processed"] + m["dead_letters"] + m["duplicates"]
                 if done and t_first is None:
                     t_first, n_first = time.monotonic(), done
-                if done >= n:
+                if done >= n and t_first is not None:
                     return (done - n_first) / (time.monotonic() - t_first)
             time.sleep(0.05)
         raise TimeoutError(f"worker did not finish; see {tmp / (tag + '.log')}")
     finally:
-        stop(proc)
+        stop(proc, signal.SIGINT if profile else signal.SIGTERM)
 
 
-async def latency(bootstrap: str, rate: float, seconds: float, tmp: Path) -> list[float]:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+def watch_alerts(bootstrap: str, topic: str, out: str, ready: Any, stop_at: float) -> None:
+    """In its own process (the producer must not delay it): for every over-voltage alert on
+    the topic (read_committed), its arrival wall time minus its event time, in ms, to `out`."""
+    from aiokafka import AIOKafkaConsumer
 
-    from twin_stream.kafka_io import client_options, ensure_topics
+    from schemas.telemetry import parse_rfc3339_ms
+
+    async def run() -> None:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        ready.set()
+        lat: list[float] = []
+        try:
+            while time.time() < stop_at:
+                batch = await consumer.getmany(timeout_ms=100)
+                now = time.time() * 1000
+                for msgs in batch.values():
+                    for msg in msgs:
+                        a = orjson.loads(msg.value)
+                        if a["code"] == "cell_over_voltage" and a["status"] == "raised":
+                            lat.append(now - parse_rfc3339_ms(a["ts"]))
+        finally:
+            await consumer.stop()
+            Path(out).write_bytes(orjson.dumps(lat))
+
+    asyncio.run(run())
+
+
+def latency(bootstrap: str, rate: float, seconds: float, tmp: Path) -> list[float]:
+    """Produce at `rate` records/s for `seconds` (event time = wall clock at send) into a
+    running worker; 5 % of the batteries flip one cell over the limit every 2 s."""
+    import multiprocessing
+
+    from twin_stream.kafka_io import ensure_topics
 
     tag = "lat-" + uuid.uuid4().hex[:6]
-    env = env_for(
-        bootstrap,
-        tag,
-        {
-            "TWIN_MODELS__PARAMS": json.dumps(
-                {"voltage_monitor": {"raise_debounce_s": 0, "clear_debounce_s": 0}}
-            ),
-        },
-    )
+    params = {"voltage_monitor": {"raise_debounce_s": 0, "clear_debounce_s": 0}}
+    env = env_for(bootstrap, tag, {"TWIN_MODELS__PARAMS": json.dumps(params)})
     s = settings_of(env)
-    await ensure_topics(s)
-    proc = start_worker(env, 6102, tmp / tag, tmp / f"{tag}.log", False)
-    producer = AIOKafkaProducer(**client_options(s.kafka), linger_ms=2)
-    consumer = AIOKafkaConsumer(
-        s.topics.alerts,
-        **client_options(s.kafka),
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-    )
-    await producer.start()
-    await consumer.start()
-    lat: list[float] = []
-
-    async def consume() -> None:
-        async for msg in consumer:
-            a = orjson.loads(msg.value)
-            if a["code"] == "cell_over_voltage":
-                from schemas.telemetry import parse_rfc3339_ms
-
-                lat.append(time.time() * 1000 - parse_rfc3339_ms(a["ts"]))
-
-    task = asyncio.create_task(consume())
+    asyncio.run(ensure_topics(s))
+    port = free_port()
+    proc = start_worker(env, port, tmp / tag, tmp / f"{tag}.log", False)
+    out = tmp / f"{tag}.latency.json"
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
     try:
-        while metrics(6102) is None:
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(8)  # partitions assigned, producers ready
-        n_bat = 100
-        cells = [3.7] * 96
-        temps = [25.0] * 32
+        while metrics(port) is None:
+            time.sleep(0.2)
+        time.sleep(8)  # partitions assigned, producers ready
+        stop_at = time.time() + seconds + 10
+        watcher = ctx.Process(
+            target=watch_alerts, args=(bootstrap, s.topics.alerts, str(out), ready, stop_at)
+        )
+        watcher.start()
+        ready.wait(60)
+        asyncio.run(produce_live(s, rate, seconds))
+        watcher.join(seconds + 60)
+    finally:
+        stop(proc)
+    return list(orjson.loads(out.read_bytes())) if out.exists() else []
+
+
+async def produce_live(s: Settings, rate: float, seconds: float) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from twin_stream.kafka_io import client_options
+
+    producer = AIOKafkaProducer(**client_options(s.kafka), linger_ms=2)
+    await producer.start()
+    n_bat = 1000  # ~rate/1000 Hz per battery
+    ids = [f"lat-{b:04d}" for b in range(n_bat)]
+    keys = [i.encode() for i in ids]
+    cells = [3.7] * 96
+    over_cells = [*cells[:7], 4.3, *cells[8:]]
+    temps = [25.0] * 32
+    try:
         t0 = time.monotonic()
         sent = 0
-        while time.monotonic() - t0 < seconds:
-            now = time.monotonic() - t0
+        while (now := time.monotonic() - t0) < seconds:
             due = int(now * rate)
+            over = int(now) % 4 >= 2
             while sent < due:
                 b = sent % n_bat
-                over = b < 5 and int(now) % 4 >= 2  # 5 batteries flip every 2 s
-                cv = list(cells)
-                if over:
-                    cv[7] = 4.3
                 rec = {
-                    "battery_id": f"lat-{b:03d}",
+                    "battery_id": ids[b],
                     "ts": int(time.time() * 1000),
                     "current": 10.0,
-                    "cell_voltages": cv,
+                    "cell_voltages": over_cells if over and b % 20 == 0 else cells,
                     "temperatures": temps,
                 }
-                await producer.send(
-                    s.topics.input, orjson.dumps(rec), key=rec["battery_id"].encode()
-                )
+                await producer.send(s.topics.input, orjson.dumps(rec), key=keys[b])
                 sent += 1
             await asyncio.sleep(0.002)
         await producer.flush()
-        await asyncio.sleep(3)
     finally:
-        task.cancel()
         await producer.stop()
-        await consumer.stop()
-        stop(proc)
-    return lat
+
+
+def profile_summary(path: Path, top: int = 25) -> str:
+    """Inclusive and self share of samples per function, from py-spy's collapsed stacks."""
+    incl: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [_frame(f) for f in stack.split(";")]
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+    if not total:
+        return "no samples"
+    rows = [f"{total} samples; top by inclusive share (self share in brackets)"]
+    for f, n in sorted(incl.items(), key=lambda kv: -kv[1])[:top]:
+        rows.append(f"{100 * n / total:5.1f}% [{100 * own.get(f, 0) / total:4.1f}%] {f}")
+    rows.append("top by self share")
+    for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        rows.append(f"{100 * n / total:5.1f}% {f}")
+    return "\n".join(rows)
+
+
+def _frame(f: str) -> str:
+    """`func (path/to/module.py:123)` -> `func (module.py)`."""
+    name, _, where = f.partition(" (")
+    file = where.rsplit(":", 1)[0].rsplit("/", 1)[-1]
+    parent = where.rsplit("/", 2)[-2] if where.count("/") >= 2 else ""
+    return f"{name} ({parent}/{file})" if parent else f"{name} ({file})"
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -214,8 +295,9 @@ def main() -> None:
     )
     ap.add_argument("--bootstrap")
     ap.add_argument("--batteries", type=int, default=100)
-    ap.add_argument("--duration", type=float, default=300, help="simulated seconds")
+    ap.add_argument("--duration", type=float, default=1200, help="simulated seconds")
     ap.add_argument("--latency-seconds", type=float, default=60)
+    ap.add_argument("--profile", action="store_true", help="sample the chunked worker with py-spy")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="twin-live-"))
     own = None
@@ -244,7 +326,11 @@ def main() -> None:
             f"throughput, one worker, exactly_once: {twin:,.0f} records/s "
             f"(per-event faust agent: {base:,.0f} records/s; ratio {twin / base:.1f}x)"
         )
-        lat = asyncio.run(latency(bootstrap, twin / 2, args.latency_seconds, tmp))
+        if args.profile:  # a separate run: the sampler costs CPU on a small machine
+            prof = tmp / "worker.pyspy.txt"
+            rate = throughput(bootstrap, data, n, False, tmp, prof)
+            print(f"profiled run: {rate:,.0f} records/s\n{profile_summary(prof)}")
+        lat = latency(bootstrap, twin / 2, args.latency_seconds, tmp)
         if lat:
             print(
                 f"alert latency at {twin / 2:,.0f} records/s: p50 {pct(lat, 50):.0f} ms, "

@@ -243,13 +243,18 @@ def worker(
         int | None, typer.Option(help="HTTP port (metrics at /twin/metrics/)")
     ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="table store folder")] = None,
+    per_event: Annotated[
+        bool, typer.Option(hidden=True, help="bench/live.py baseline: one event at a time")
+    ] = False,
 ) -> None:
     """Run the live service: consume telemetry, emit alerts and estimates."""
     from agents.app import run_worker
 
     cfg = _settings(settings)
     try:
-        run_worker(cfg, loglevel=loglevel, web_port=web_port, data_dir=data_dir)
+        run_worker(
+            cfg, loglevel=loglevel, web_port=web_port, data_dir=data_dir, per_event=per_event
+        )
     except SettingsError as exc:
         fail(str(exc))
     except Exception as exc:  # a worker that cannot start says why in one line

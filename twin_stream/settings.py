@@ -57,8 +57,23 @@ class WorkerSettings(_Strict):
     data_dir: str = "twin-data"
     web_port: int = Field(6066, ge=1, le=65535)
     stale_after_s: float = Field(30.0, gt=0, le=86_400)
-    take_max: int = Field(2000, ge=1, le=100_000)
-    take_within_s: float = Field(0.05, gt=0, le=10)
+    take_max: int = Field(
+        5000,
+        ge=1,
+        le=100_000,
+        description="most input records in one chunk (one engine call and one table write "
+        "per battery per chunk); chunks are this big only when the worker is behind",
+    )
+    take_within_s: float = Field(
+        0.05, gt=0, le=10, description="longest wait for more records once one has arrived"
+    )
+    fetch_max_bytes_per_partition: int = Field(
+        8 << 20,
+        ge=64 << 10,
+        le=256 << 20,
+        description="input bytes one fetch may return per partition (Kafka's "
+        "max.partition.fetch.bytes); faust's 1 MiB held one worker to ~10k records/s",
+    )
     standby_replicas: int = Field(0, ge=0, le=8)
 
 

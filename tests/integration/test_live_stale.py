@@ -100,3 +100,47 @@ def test_silent_battery_is_stale_then_cleared(live: LiveRun) -> None:
         assert worker.alive(), worker.tail()
     finally:
         producer.close()
+
+
+def test_stale_raise_survives_kill_9(live: LiveRun) -> None:
+    """The raise commits with a mark in the table: a worker killed while a battery is silent
+    does not raise it again after its restart, and the clear still comes, once."""
+    live.ensure_topics()
+    data_dir = live.base / "worker-data"
+    worker = live.start_worker("w1", data_dir=data_dir)
+    worker.wait_metrics()
+    producer = RawProducer(live.bootstrap, live.topics["input"])
+    try:
+        producer.send(b"quiet", record("quiet"))
+        deadline = time.monotonic() + 60
+        while not stale_alerts(live, "quiet", "raised"):
+            assert time.monotonic() < deadline, worker.tail()
+            producer.send(b"chatty", record("chatty"))
+            time.sleep(0.25)
+        worker.kill()
+        worker.proc.wait(10)
+
+        again = live.start_worker("w2", data_dir=data_dir)
+        again.wait_metrics()
+
+        def chatty_seen() -> bool:
+            producer.send(b"chatty", record("chatty"))
+            assert again.alive(), again.tail()
+            return (again.metrics(timeout=0.5) or {}).get("tracked_batteries") == 2
+
+        wait_for(chatty_seen, 90, "the restarted worker to know both batteries", 0.25, again.tail)
+        for _ in range(int((STALE_AFTER_S + CHECK_PERIOD_S + MARGIN_S) / 0.25)):
+            producer.send(b"chatty", record("chatty"))
+            time.sleep(0.25)
+        assert len(stale_alerts(live, "quiet", "raised")) == 1, again.tail()
+        assert (again.metrics() or {}).get("stale_batteries") == 1
+
+        producer.send(b"quiet", record("quiet"))
+        wait_for(
+            lambda: stale_alerts(live, "quiet", "cleared"), 15, "the clear", on_timeout=again.tail
+        )
+        time.sleep(1.0)
+        assert len(stale_alerts(live, "quiet", "cleared")) == 1
+        assert stale_alerts(live, "chatty", "raised") == []
+    finally:
+        producer.close()
