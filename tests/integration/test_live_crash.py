@@ -26,10 +26,14 @@ from live_helpers import (
     wait_for,
 )
 
+# Small chunks, so that a stream of a few thousand records spans many chunks and commits and
+# a kill lands between them (the default chunk would swallow the whole stream at once).
+CHUNK = {"TWIN_WORKER__TAKE_MAX": "200"}
+
 
 @pytest.fixture
 def live(kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LiveRun]:
-    with LiveRun(kafka_bootstrap, tmp_path / "live", request.node.name) as run:
+    with LiveRun(kafka_bootstrap, tmp_path / "live", request.node.name, CHUNK) as run:
         yield run
 
 
@@ -60,22 +64,32 @@ def kill_restart_run(
     data_dir = tmp_path / "worker-data"
     t0 = time.monotonic()
     log: list[str] = []
+    committed_before = 0
     for i, (how, when) in enumerate(plan):
         if how == "wiped":
             shutil.rmtree(data_dir, ignore_errors=True)
         w = live.start_worker(f"crash{i}", data_dir=data_dir)
-        # kill after a random number of records processed by this incarnation
+        # kill after a random number of records processed by this incarnation; a "random"
+        # kill also waits for a commit of this incarnation, so the next one resumes mid-stream
         at = 1 if when == "early" else rng.randint(n // 20, n // (2 * len(plan)))
 
-        def reached(w: Worker = w, at: int = at) -> dict | None:
+        def reached(
+            w: Worker = w,
+            at: int = at,
+            early: bool = when == "early",
+            before: int = committed_before,
+        ) -> dict | None:
             assert w.alive(), w.tail()
             m = w.metrics(timeout=0.5)
-            return m if m and m["records"] >= at else None
+            if not m or m["records"] < at:
+                return None
+            return m if early or live.input_progress()[0] > before else None
 
         m = wait_for(reached, 90, f"worker {i} to process {at} records", 0.02, w.tail)
         w.kill(signal.SIGKILL)
         w.proc.wait(10)
         committed, end = live.input_progress()
+        committed_before = committed
         log.append(
             f"kill {i} ({how} dir, {when}) after {m['records']} records "
             f"at {time.monotonic() - t0:.1f} s; committed {committed}/{end}"
@@ -108,12 +122,6 @@ def test_kill_9_and_restart_gives_the_replay_outputs(live: LiveRun, tmp_path: Pa
 
 
 @pytest.mark.heavy
-@pytest.mark.xfail(
-    strict=False,
-    reason="open (issue 3): after 7 kills incl. early kills with a wiped data dir, a restored "
-    "battery state was seen ahead of the committed input offsets (a 'late' dead letter that "
-    "an uninterrupted run does not give); the 3-kill CI version passes",
-)
 def test_kill_9_many_times_gives_the_replay_outputs(live: LiveRun, tmp_path: Path) -> None:
     kill_restart_run(
         live,
