@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -67,6 +68,7 @@ class TwinApp:
     unkeyed: int = 0
     chunks: int = 0  # chunks processed, and the input events they held
     chunk_events: int = 0
+    input_age_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
     async def raise_stale(self, due: list[tuple[str, int, float]]) -> None:
         """Raise `telemetry_stale` for batteries silent too long (`StaleTracker.due`).
@@ -105,6 +107,13 @@ class TwinApp:
         if self.txn is not None:
             m["seconds"] = {k: round(v, 3) for k, v in self.txn.waited.items()}
         m["chunks"] = self.chunks
+        if self.input_age_ms:  # how old input records are when their chunk starts
+            ages = sorted(self.input_age_ms)
+            m["input_age_ms"] = {
+                "p50": round(ages[len(ages) // 2]),
+                "p99": round(ages[int(len(ages) * 0.99)]),
+                "max": round(ages[-1]),
+            }
         m["events_per_chunk"] = round(self.chunk_events / self.chunks, 1) if self.chunks else 0
         return m
 
@@ -179,6 +188,8 @@ class TwinApp:
         dead_origin: list[int] = []
         self.chunks += 1
         self.chunk_events += len(records)
+        if records and records[0].timestamp:  # producer time (ms) of the chunk's first record
+            self.input_age_ms.append(time.time() * 1000 - records[0].timestamp)
         # one batch through the decoder: the simdjson fast path replay uses
         self.decoder.decode_many(
             [(m.value or b"", f"{m.topic}[{m.partition}]@{m.offset}") for m in records],
@@ -366,7 +377,9 @@ def build_app(
         twin.gaps = InputGapFiller(app, client_options(settings.kafka), t.input)
         persist_changelog_offsets_on_commit(app, t.input)
         reset_local_state_on_assign(app, twin.table)
-        feed = twin.feed = ChunkFeed(app, t.input, high_water=4 * w.take_max)
+        feed = twin.feed = ChunkFeed(
+            app, t.input, high_water=4 * w.take_max, fetch_max_wait_ms=w.fetch_max_wait_ms
+        )
         app.topics.add(source)  # subscribed; its records reach `ingest` through the feed
 
         @app.task

@@ -18,16 +18,17 @@
      INPUT partition the records came from (transactional id `{app}-{group}-{partition}`, the
      one whose transaction commits that partition's offsets and its changelog records).
    - faust commits on a timer (`broker_commit_interval`) that can fire while a chunk is half
-     sent: the table write in one transaction and some outputs in the next. We hold a lock
-     from the start of a chunk until every send of it (outputs and the table's changelog
-     records, which faust queues in a background buffer) is acknowledged and its events are
-     acked; faust's `Consumer.commit` takes the same lock. A chunk that fails, or is
-     cancelled at any point (also while waiting for the lock), "poisons" the guard: nothing
-     is committed any more, and the open transactions are aborted when the next owner of the
-     partitions starts. This matters because `take_events` acks every event of a chunk when
-     the agent leaves it, processed or not: a worker stopped (SIGTERM) while waiting for the
-     lock committed, in its final commit, offsets of records it never processed (seen: a
-     minute of one battery's samples missing after a hand-over).
+     sent: the table write in one transaction and some outputs in the next. A lock is held
+     for the whole of a chunk, and faust's `Consumer.commit` takes the same lock and first
+     waits until every send of the finished chunks (outputs and the table's changelog
+     records, which faust queues in a background buffer) is acknowledged (`settle`; done at
+     commit time rather than per chunk, so the next chunk need not wait for the broker). A
+     chunk that fails, or is cancelled at any point (also while waiting for the lock),
+     "poisons" the guard: nothing is committed any more, and the open transactions are
+     aborted when the next owner of the partitions starts (seen before the guard: a worker
+     stopped with SIGTERM while a chunk waited committed, in its final commit, offsets of
+     records it never processed -- a minute of one battery's samples missing after a
+     hand-over).
    - A rebalance (eager: every partition is revoked) did not wait for a chunk in flight
      (`stream_wait_empty=False`), forgot the acked offsets, and afterwards seeked every
      partition back to its committed offset and re-applied its changelog, while the open
@@ -159,6 +160,7 @@ class ChunkTransactions:
                 if self.poisoned is not None:
                     log.warning("not committing: a chunk failed part-way (%r)", self.poisoned)
                     return False
+                await self.settle()
                 return bool(await original_commit(*args, **kwargs))
 
         async def on_partitions_revoked(revoked: set[TP]) -> None:
@@ -171,6 +173,7 @@ class ChunkTransactions:
             async with self.lock:
                 if self.poisoned is None:
                     try:
+                        await self.settle()
                         did = await original_commit()
                     except BaseException as exc:
                         self.poisoned = exc
@@ -272,8 +275,8 @@ class ChunkTransactions:
     @asynccontextmanager
     async def chunk(self, commit: set[int] | None = None) -> AsyncIterator[ChunkTransactions]:
         """Hold faust's commits (and rebalance steps) off for one chunk, which runs only
-        while the group is not rebalancing; at the end wait until every send of the chunk is
-        acknowledged. Any failure poisons the guard (see module doc).
+        while the group is not rebalancing; its sends are acknowledged before the commit
+        that covers them (`settle`). Any failure poisons the guard (see module doc).
 
         `commit`: input partitions whose transactions are committed at the end of this chunk,
         at their positions. For work that comes from no input record (the stale timer):
@@ -292,26 +295,36 @@ class ChunkTransactions:
         try:
             if self.poisoned is not None:
                 raise ChunkPoisoned(f"an earlier chunk failed: {self.poisoned!r}")
-            self.pending = []
             yield self
-            t2 = time.monotonic()
-            self.waited["work"] += t2 - t1
-            while self.pending:  # the changelog buffer may add while we wait
-                batch, self.pending = self.pending, []
-                # asyncio.wait, not gather: a cancelled chunk must not cancel the sends
-                # (faust's own callbacks still complete them)
-                await asyncio.wait(batch)
-                for fut in batch:
-                    fut.result()
-            self.waited["acks"] += time.monotonic() - t2
+            self.waited["work"] += time.monotonic() - t1
             if commit and self.transactional:
+                await self.settle()
                 await self._commit_positions(commit)
         except BaseException as exc:
             self.poison(exc)
             raise
         finally:
-            self.pending = []
             self.lock.release()
+
+    async def settle(self) -> None:
+        """Wait until every send of the finished chunks is acknowledged (outputs, and the
+        table's changelog records, which faust queues in a background buffer): a commit
+        covers them. Done at commit time, not per chunk, so the next chunk need not wait for
+        the broker's acks; any failure poisons the guard."""
+        t0 = time.monotonic()
+        try:
+            while self.pending:  # the changelog buffer may add while we wait
+                batch, self.pending = self.pending, []
+                # asyncio.wait, not gather: a cancelled wait must not cancel the sends
+                # (faust's own callbacks still complete them)
+                await asyncio.wait(batch)
+                for fut in batch:
+                    fut.result()
+        except BaseException as exc:
+            self.poison(exc)
+            raise
+        finally:
+            self.waited["acks"] += time.monotonic() - t0
 
     async def _commit_positions(self, partitions: set[int]) -> None:
         from aiokafka import TopicPartition
@@ -413,9 +426,10 @@ def _wipe_partition(store: Any, partition: int) -> None:
 class ChunkFeed:
     """Input records from faust's fetch loop, taken in chunks (see module doc, point 7)."""
 
-    def __init__(self, app: Any, topic: str, high_water: int) -> None:
+    def __init__(self, app: Any, topic: str, high_water: int, fetch_max_wait_ms: int = 50) -> None:
         self.app = app
         self.topic = topic
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.high_water = high_water  # records held before the fetch loop waits
         self.records: list[Any] = []  # aiokafka ConsumerRecords, in fetch order
         self.arrived = asyncio.Event()
@@ -434,6 +448,10 @@ class ChunkFeed:
             return
         self._installed = True
         consumer = self.app.consumer
+        # faust hard-codes a 1.5 s long poll; a fetch for partitions with no new data
+        # (those with records still buffered are left out of the request) then held up the
+        # next fetch of the busy ones by up to 1.5 s (seen: input 1.7 s old at chunk start)
+        consumer._thread._ensure_consumer()._fetcher._fetch_max_wait_ms = self.fetch_max_wait_ms
         original = consumer._wait_next_records
         topic, records_out = self.topic, self.records
         read_offset = consumer._read_offset

@@ -74,6 +74,13 @@ class WorkerSettings(_Strict):
         description="input bytes one fetch may return per partition (Kafka's "
         "max.partition.fetch.bytes); faust's 1 MiB held one worker to ~10k records/s",
     )
+    fetch_max_wait_ms: int = Field(
+        50,
+        ge=1,
+        le=30_000,
+        description="longest a fetch waits at the broker for new input (Kafka's "
+        "fetch.max.wait.ms); faust's 1500 ms let input wait up to 1.5 s under load",
+    )
     standby_replicas: int = Field(0, ge=0, le=8)
 
 
