@@ -256,7 +256,8 @@ class ChunkTransactions:
         partition: int | None = None,
     ) -> None:
         """Send within the transaction of input partition `source_partition` (exactly_once)
-        or plainly (at_least_once); `partition` None = by key. Awaited at chunk end."""
+        or plainly (at_least_once); `partition` None = by key. Acknowledged before the
+        commit that covers it (`settle`)."""
         producer = self.app.producer
         if self.transactional:
             fut = await producer.send(
