@@ -452,7 +452,11 @@ class ChunkFeed:
         # faust hard-codes a 1.5 s long poll; a fetch for partitions with no new data
         # (those with records still buffered are left out of the request) then held up the
         # next fetch of the busy ones by up to 1.5 s (seen: input 1.7 s old at chunk start)
-        consumer._thread._ensure_consumer()._fetcher._fetch_max_wait_ms = self.fetch_max_wait_ms
+        fetcher = getattr(consumer._thread._ensure_consumer(), "_fetcher", None)
+        if hasattr(fetcher, "_fetch_max_wait_ms"):
+            fetcher._fetch_max_wait_ms = self.fetch_max_wait_ms  # type: ignore[union-attr]
+        else:
+            log.warning("aiokafka's fetcher changed: worker.fetch_max_wait_ms is not applied")
         original = consumer._wait_next_records
         topic, records_out = self.topic, self.records
         read_offset = consumer._read_offset

@@ -53,3 +53,25 @@ def test_chunk_feed_take_returns_full_chunks_at_once_and_waits_within_for_more()
         assert feed.records == [10] and feed.fed == 11
 
     asyncio.run(run())
+
+
+def test_build_app_leaves_faust_consumer_and_transactions_to_the_worker() -> None:
+    """faust caches `App.in_transaction` (a cached property reading `in_worker`) the first
+    time anything asks, e.g. when its consumer is created: done in `build_app`, before the
+    worker runs, it cached False and the app silently ran without transactions."""
+    from agents.app import build_app
+    from twin_stream.settings import load_settings
+
+    s = load_settings(
+        environ={
+            "TWIN_WORKER__FETCH_MAX_BYTES_PER_PARTITION": str(4 << 20),
+            "TWIN_WORKER__FETCH_MAX_WAIT_MS": "75",
+        }
+    )
+    twin = build_app(s)
+    cached = twin.app.__dict__
+    assert "in_transaction" not in cached and "consumer" not in cached
+    assert twin.app.conf.consumer_max_fetch_size == 4 << 20
+    assert twin.feed is not None and twin.feed.fetch_max_wait_ms == 75
+    twin.app.in_worker = True  # what faust's Worker sets on start
+    assert twin.app.in_transaction  # exactly_once is the default
