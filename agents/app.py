@@ -107,6 +107,8 @@ class TwinApp:
         if self.txn is not None:
             m["seconds"] = {k: round(v, 3) for k, v in self.txn.waited.items()}
         m["chunks"] = self.chunks
+        if self.gaps is not None:  # input records faust skipped, read from the broker
+            m["input_refetched"] = self.gaps.filled
         if self.input_age_ms:  # how old input records are when their chunk starts
             ages = sorted(self.input_age_ms)
             m["input_age_ms"] = {

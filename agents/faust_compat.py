@@ -1,9 +1,10 @@
 """Where twin-stream leans on faust internals, kept in one file (faust-streaming 0.15.3).
 
-1. `current_event`: a table read/write needs "the current event" to pick its partition (the
-   RocksDB store reads and writes the event's partition db, the changelog is sent to the
-   event's partition); `take_events()` hands us a list of events instead of iterating them, so
-   we set faust's context variable to the battery's own event around each table access.
+1. `current_event` and `partition_event`: a table read/write needs "the current event" to
+   pick its partition (the RocksDB store reads and writes the event's partition db, the
+   changelog is sent to the event's partition); the chunk task has no faust event at all
+   (point 7), so it sets faust's context variable to a stand-in event of the battery's input
+   partition around each table access.
 
 2. `ChunkTransactions`: one chunk of input is one atomic unit of work under `exactly_once`.
    What faust gets wrong for our agent shape, each seen on the real broker:
@@ -37,8 +38,8 @@
      then committed both copies (seen: the survivor of a hand-over doubled estimates of its
      own batteries). Revocation now waits for the chunk in flight and commits before faust
      revokes; no chunk runs until the rebalance and its recovery are over; a record this
-     process already processed (offset below its partition's position) is acked, not
-     processed again. `TransactionManager.on_rebalance`, which stops the producers of revoked
+     process already processed (offset below its partition's position) is skipped.
+     `TransactionManager.on_rebalance`, which stops the producers of revoked
      partitions, also waits for the lock.
 
 3. `patch_recovery_highwaters`: under exactly_once faust takes the changelog "highwater" from
@@ -169,7 +170,8 @@ class ChunkTransactions:
             # partition back to its committed offset and re-applies its changelog, while the
             # open transactions of kept partitions go on. So: wait for the chunk in flight
             # and commit before faust revokes; no chunk runs until the rebalance (recovery
-            # included) is over (`wait_rebalanced`); records read again are skipped (`seen`).
+            # included) is over (`wait_rebalanced`); records below a partition's `position`
+            # (read again: faust seeks back to the committed offset) are skipped.
             async with self.lock:
                 if self.poisoned is None:
                     try:
@@ -218,12 +220,6 @@ class ChunkTransactions:
     def keep_positions(self, partitions: set[int]) -> None:
         """After an assignment: positions of partitions we lost are no longer ours."""
         self.position = {p: o for p, o in self.position.items() if p in partitions}
-
-    def seen(self, partition: int, offset: int) -> bool:
-        """Was this input record already processed by this process (it is then in a
-        committed or in the open transaction of its partition)? faust re-delivers records
-        after a rebalance (seek to the committed offset, plus events already buffered)."""
-        return offset < self.position.get(partition, -1)
 
     def mark_for_commit(self, partitions: Iterable[int]) -> None:
         """faust's commit looks only at partitions in its acked lists (our `_new_offset`
