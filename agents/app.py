@@ -126,6 +126,8 @@ class TwinApp:
         The whole chunk is one unit for faust's commits (`ChunkTransactions`): its outputs,
         table writes and offsets commit together, or not at all."""
         assert self.txn is not None
+        if records and records[0].timestamp:  # aiokafka: producer/broker time in ms
+            self.input_age_ms.append(time.time() * 1000 - records[0].timestamp)
         try:
             async with self.txn.chunk() as txn:
                 await self._chunk(txn, records)
@@ -190,8 +192,6 @@ class TwinApp:
         dead_origin: list[int] = []
         self.chunks += 1
         self.chunk_events += len(records)
-        if records and records[0].timestamp:  # producer time (ms) of the chunk's first record
-            self.input_age_ms.append(time.time() * 1000 - records[0].timestamp)
         # one batch through the decoder: the simdjson fast path replay uses
         self.decoder.decode_many(
             [(m.value or b"", f"{m.topic}[{m.partition}]@{m.offset}") for m in records],
@@ -359,7 +359,8 @@ def build_app(
         TABLE,
         default=None,
         partitions=t.partitions,
-        # keys: battery_id bytes as produced; values: {"engine": state, "seen": wall s}, JSON
+        # keys: battery_id bytes as produced; values, JSON: {"engine": state, "seen": wall s,
+        # "stale": true while its telemetry_stale raise is out}
         # key_type=bytes is what makes faust use the raw key serializer for the store and the
         # changelog; a Schema alone left it on json, and recovery failed on every record.
         key_type=bytes,
