@@ -18,6 +18,7 @@ measured by bench/live.py.
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from agents.faust_compat import (
     reset_local_state_on_assign,
 )
 from agents.stale import StaleTracker, stale_alert
+from twin_stream.chunk import group_by
 from twin_stream.codec import DeadLetter, Decoder, Row, dead_letter
 from twin_stream.engine import Engine
 from twin_stream.kafka_io import client_options
@@ -48,6 +50,7 @@ from twin_stream.settings import Settings
 log = logging.getLogger("twin_stream.agents")
 
 TABLE = "battery-state"
+_partition = operator.attrgetter("partition")
 SESSION_TIMEOUT_S = 10.0
 
 
@@ -142,13 +145,7 @@ class TwinApp:
         seen before (re-delivered after a rebalance) are skipped, records faust never
         delivered are read from the broker (`InputGapFiller`)."""
         assert self.gaps is not None
-        by_partition: dict[int, list[Any]] = {}
-        for rec in records:
-            group = by_partition.get(rec.partition)
-            if group is None:
-                by_partition[rec.partition] = [rec]
-            else:
-                group.append(rec)
+        by_partition = group_by(records, _partition)
         mine: list[Any] = []
         positions: dict[int, int] = {}
         for p, recs in by_partition.items():

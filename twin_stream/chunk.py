@@ -3,12 +3,15 @@
 A chunk is in event-time order, free of duplicates and late records, and carries what a model
 needs to be exact across chunk boundaries: the interval before each sample (`dt_ms`) and
 whether that interval is a gap that must not be integrated (`gap`). Missing optional values
-are NaN; a battery without cell voltages has a `(n, 0)` cell matrix.
+are NaN; a battery without cell voltages has a `(n, 0)` cell matrix. `group_by` cuts a
+block of records into per-key lists (per battery, per partition) in arrival order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +19,22 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+
+def group_by(items: Iterable[T], key: Callable[[T], K]) -> dict[K, list[T]]:
+    """Items per key, each list in the items' order, keys in order of first appearance."""
+    groups: dict[K, list[T]] = {}
+    for item in items:
+        k = key(item)
+        g = groups.get(k)
+        if g is None:
+            groups[k] = [item]
+        else:
+            g.append(item)
+    return groups
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import gc
 import json
+import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twin_stream.chunk import group_by
 from twin_stream.codec import DeadLetter, Decoder, Row
 from twin_stream.engine import Engine, State
 from twin_stream.io import JsonlWriter, RecordReader
 from twin_stream.settings import Settings
+
+_battery = operator.attrgetter("battery_id")
 
 DEFAULT_BLOCK = 20_000
 
@@ -79,14 +83,7 @@ def replay(
             decoder.decode_many(items, rows, dead)
             n_in += len(items)
             engine.count_invalid(len(dead))
-            groups: dict[str, list[Row]] = {}
-            for r in rows:
-                g = groups.get(r.battery_id)
-                if g is None:
-                    groups[r.battery_id] = [r]
-                else:
-                    g.append(r)
-            for bid, group in groups.items():
+            for bid, group in group_by(rows, _battery).items():
                 res = engine.process(bid, group, states.get(bid))
                 states[bid] = res.state
                 alerts.write_all(res.alerts)

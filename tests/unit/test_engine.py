@@ -244,3 +244,12 @@ def test_a_failing_model_dead_letters_its_rows_and_keeps_state(monkeypatch) -> N
     ] * 5
     assert bad.state["last_ts"] == ok.state["last_ts"]  # nothing half-applied
     assert eng.metrics.errors == 5 and eng.metrics.dead_letters == 5
+
+
+def test_group_by_keeps_arrival_order_within_and_across_keys() -> None:
+    from twin_stream.chunk import group_by
+
+    got = group_by(["b1", "a1", "b2", "c1", "a2"], lambda s: s[0])
+    assert list(got) == ["b", "a", "c"]
+    assert got == {"b": ["b1", "b2"], "a": ["a1", "a2"], "c": ["c1"]}
+    assert group_by([], lambda s: s) == {}
