@@ -13,12 +13,22 @@ their input partition. The workarounds this needs on faust-streaming 0.15.3 are 
 `agents.faust_compat` (each with what it fixes and how it was seen). Tested against a real
 broker with kill -9, restarts and hand-overs in tests/integration/test_live_*.py;
 measured by bench/live.py.
+
+Hardening (`agents.health` for the probe and endpoints): no input can stop the worker (the
+decoder turns any failure into one bounded dead letter); a record that arrives on another
+input partition than its key's murmur2 hash (a producer with librdkafka's crc32 default)
+would fork its battery's state over two table partitions: it is counted and re-sent to the
+right partition within the chunk's transaction (or dead-lettered, `worker.misrouted`);
+`/twin/health/live/` and `/twin/health/ready/` turn red when the broker does not answer;
+`/metrics` is the Prometheus exposition; faust's table views are off; shutdown is bounded.
 """
 
 from __future__ import annotations
 
 import logging
 import operator
+import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,6 +37,7 @@ from typing import Any, Protocol
 
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 from faust.types import TP
 
 from agents.faust_compat import (
@@ -40,6 +51,7 @@ from agents.faust_compat import (
     persist_changelog_offsets_on_commit,
     reset_local_state_on_assign,
 )
+from agents.health import BrokerMonitor, lag, liveness, prometheus_text, readiness
 from agents.stale import StaleTracker, stale_alert
 from twin_stream.chunk import group_by
 from twin_stream.codec import DeadLetter, Decoder, Row, dead_letter
@@ -68,7 +80,12 @@ class TwinApp:
     txn: ChunkTransactions | None = None
     gaps: InputGapFiller | None = None
     feed: ChunkFeed | None = None
-    unkeyed: int = 0
+    monitor: BrokerMonitor | None = None
+    unkeyed: int = 0  # records whose battery_id is not their message key (dead letters)
+    misrouted: int = 0  # records on another partition than their key's murmur2 hash
+    rerouted: int = 0  # ... of which re-sent to the right partition (worker.misrouted)
+    log_suppressed: Any = None  # the rate-limit log filter (twin_stream.logs), if installed
+    started: float = field(default_factory=time.monotonic)
     chunks: int = 0  # chunks processed, and the input events they held
     chunk_events: int = 0
     input_age_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
@@ -104,7 +121,17 @@ class TwinApp:
 
     def metrics(self) -> dict[str, Any]:
         m: dict[str, Any] = dict(self.engine.metrics.as_dict())
-        m["dead_letters"] += self.unkeyed
+        dead_misrouted = self.misrouted - self.rerouted
+        m["dead_letters"] += self.unkeyed + dead_misrouted
+        m["unkeyed"] = self.unkeyed
+        m["misrouted"] = self.misrouted
+        m["rerouted"] = self.rerouted
+        m["misrouted_dead_letters"] = dead_misrouted
+        if self.log_suppressed is not None:
+            m["log_lines_suppressed"] = self.log_suppressed.suppressed
+        if self.monitor is not None:
+            m["consumer_lag"] = {str(p): n for p, n in self.lag().items()}
+            m["health"] = {**self.live().checks, "live": self.live().ok}
         m["stale_batteries"] = len(self.stale.stale)
         m["tracked_batteries"] = len(self.stale.last_seen)
         if self.txn is not None:
@@ -121,6 +148,31 @@ class TwinApp:
             }
         m["events_per_chunk"] = round(self.chunk_events / self.chunks, 1) if self.chunks else 0
         return m
+
+    def lag(self) -> dict[int, int]:
+        if self.monitor is None or self.txn is None:
+            return {}
+        return lag(self.monitor.end_offsets, self.txn.position)
+
+    def live(self) -> Any:
+        assert self.monitor is not None
+        w = self.settings.worker
+        last = self.txn.last_commit if self.txn is not None else None
+        return liveness(
+            self.monitor,
+            sum(self.lag().values()),
+            None if last is None else time.monotonic() - last,
+            w.commit_stall_s,
+            time.monotonic() - self.started,
+        )
+
+    def ready(self) -> Any:
+        app = self.app
+        assigned = len(
+            [tp for tp in app.assignor.assigned_actives() if tp.topic == self.settings.topics.input]
+        )
+        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        return readiness(self.live(), assigned, recovered, bool(app.rebalancing))
 
     async def process_records(self, records: list[Any]) -> None:
         """One chunk of input records (`ChunkFeed`): decode, group per battery, run the
@@ -197,13 +249,16 @@ class TwinApp:
             origin,
             dead_origin,
         )
-        self.engine.count_invalid(len(dead))
+        self.engine.count_invalid(dead)
         out_dead: list[tuple[DeadLetter, Any]] = [
             (d, records[i]) for d, i in zip(dead, dead_origin, strict=True)
         ]
         keys = [m.key.decode("utf-8", "replace") if m.key else None for m in records]
         groups: dict[str, list[Row]] = {}
         record_of: dict[str, Any] = {}  # a record of each battery: where its outputs go
+        n_parts = self.n_partitions()
+        misrouted: list[tuple[Row, Any, int]] = []
+        home: dict[str, int] = {}
         for r, i in zip(rows, origin, strict=True):
             bid = r.battery_id
             if bid != keys[i]:
@@ -212,11 +267,19 @@ class TwinApp:
                 continue
             g = groups.get(bid)
             if g is None:
+                want = home[bid] = key_partition(bid.encode(), n_parts)
+                if records[i].partition != want:
+                    misrouted.append((r, records[i], want))
+                    continue
                 groups[bid] = [r]
                 record_of[bid] = records[i]
+            elif records[i].partition != home[bid]:
+                misrouted.append((r, records[i], home[bid]))
             else:
                 g.append(r)
         t = self.settings.topics
+        for r, rec, want in misrouted:
+            await self._misrouted(txn, r, rec, want, out_dead)
         wall = time.time()
         table_event: dict[int, Any] = {}  # the table reads the partition of "the current event"
         for bid, group in groups.items():
@@ -246,13 +309,64 @@ class TwinApp:
                 await txn.send(t.estimates, key, orjson.dumps(out), source_partition=part)
             out_dead.extend((d, record_of[bid]) for d in res.dead)
         for d, rec in out_dead:
+            dkey = rec.key if rec.key and len(rec.key) <= _MAX_KEY_BYTES else None
             await txn.send(
                 t.deadletter,
-                rec.key,
+                dkey,
                 orjson.dumps(d.to_dict()),
                 source_partition=rec.partition,
-                partition=None if rec.key else rec.partition,
+                partition=None if dkey else rec.partition,
             )
+
+    def n_partitions(self) -> int:
+        """Partitions of the input topic (the broker's count once probed)."""
+        if self.monitor is not None and self.monitor.end_offsets:
+            return len(self.monitor.end_offsets)
+        return self.settings.topics.partitions
+
+    async def _misrouted(
+        self, txn: Sender, r: Row, rec: Any, want: int, out_dead: list[tuple[DeadLetter, Any]]
+    ) -> None:
+        """A record on another partition than its key hashes to: processing it here would
+        give its battery a second state (the table is partitioned like the input)."""
+        self.misrouted += 1
+        if self.misrouted == 1 or self.misrouted % 10_000 == 0:
+            log.warning(
+                "%d records arrived on another partition than their key's murmur2 hash (first "
+                "or latest: %s on %s[%d], belongs on %d): a producer partitions with another "
+                "hash (librdkafka's default crc32: set partitioner=murmur2_random); %s",
+                self.misrouted,
+                r.battery_id,
+                rec.topic,
+                rec.partition,
+                want,
+                "re-sent to the right partition"
+                if self.settings.worker.misrouted == "reroute"
+                else "dead-lettered",
+            )
+        if self.settings.worker.misrouted == "reroute":
+            raw = r.raw if isinstance(r.raw, bytes) else orjson.dumps(r.raw)
+            await txn.send(
+                self.settings.topics.input,
+                r.battery_id.encode(),
+                raw,
+                source_partition=rec.partition,
+                partition=want,
+            )
+            self.rerouted += 1
+            return
+        out_dead.append(
+            (
+                dead_letter(
+                    f"misrouted: {r.battery_id} arrived on partition {rec.partition} but its "
+                    f"key hashes (murmur2, Kafka's default partitioner) to partition {want}: "
+                    "produce with a murmur2 partitioner (librdkafka: partitioner=murmur2_random)",
+                    r.raw,
+                    r.source,
+                ),
+                rec,
+            )
+        )
 
 
 class Sender(Protocol):
@@ -288,6 +402,14 @@ class FaustSender:
         await self.topics[topic].send(key=key, value=value, partition=partition)
 
 
+_MAX_KEY_BYTES = 256  # a longer message key is no battery_id: its dead letter goes unkeyed
+
+
+def key_partition(key: bytes, n_partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java, aiokafka: murmur2) gives `key`."""
+    return (murmur2(key) & 0x7FFFFFFF) % n_partitions
+
+
 def _unkeyed(r: Row, key: str | None) -> DeadLetter:
     return dead_letter(
         f"battery_id {r.battery_id!r} does not match the message key {key!r}: "
@@ -321,8 +443,10 @@ def build_app(
         table_standby_replicas=w.standby_replicas,
         datadir=str(data_dir or Path(w.data_dir)),
         web_port=web_port or w.web_port,
-        web_bind="127.0.0.1",
-        web_host="127.0.0.1",
+        web_bind=w.web_bind,
+        web_host="127.0.0.1" if w.web_bind in ("127.0.0.1", "0.0.0.0") else w.web_bind,
+        web_tables_enabled=w.web_tables,
+        web_router_enabled=False,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.2,
         # A worker killed without leaving the group holds its partitions until its session
@@ -336,7 +460,7 @@ def build_app(
         settings=settings,
         app=app,
         engine=Engine(settings),
-        decoder=Decoder(settings.input.field_map, settings.engine.max_message_bytes),
+        decoder=Decoder.from_settings(settings),
         stale=StaleTracker(w.stale_after_s),
     )
 
@@ -364,6 +488,13 @@ def build_app(
         schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
     )
     patch_recovery_highwaters()
+    monitor = twin.monitor = BrokerMonitor(
+        client_options(settings.kafka),
+        t.input,
+        broker_timeout_s=w.broker_timeout_s,
+        probe_interval_s=min(2.0, w.broker_timeout_s / 4),
+        on_reconnect=twin.stale.pardon,
+    )
     if per_event:
         sender = FaustSender({getattr(t, n): topic for n, topic in twin.topics.items()})
 
@@ -415,8 +546,14 @@ def build_app(
             twin.txn.install()
             twin.txn.keep_positions(mine)
 
+    @app.task
+    async def probe_broker() -> None:
+        await monitor.run(lambda: bool(app.should_stop))
+
     @app.timer(interval=min(1.0, w.stale_after_s / 4))
     async def stale_check() -> None:
+        if not monitor.connected:
+            return  # the twin is deaf, not the batteries: pardoned when the broker is back
         active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.input}
         todo = unseeded & active
         recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
@@ -442,11 +579,29 @@ def build_app(
     async def metrics_page(web: Any, request: Any) -> Any:
         return web.json(twin.metrics())
 
+    @app.page("/metrics")
+    async def prometheus_page(web: Any, request: Any) -> Any:
+        return web.bytes(prometheus_text(twin.metrics()), content_type="text/plain; version=0.0.4")
+
+    @app.page("/twin/health/live/")
+    async def live_page(web: Any, request: Any) -> Any:
+        h = twin.live()
+        return web.json(h.as_dict(), status=200 if h.ok else 503)
+
+    @app.page("/twin/health/ready/")
+    async def ready_page(web: Any, request: Any) -> Any:
+        h = twin.ready()
+        return web.json(h.as_dict(), status=200 if h.ok else 503)
+
     @app.timer(interval=30.0)
     async def log_metrics() -> None:
-        log.info("twin metrics %s", orjson.dumps(twin.metrics()).decode())
+        try:
+            log.info("twin metrics %s", orjson.dumps(twin.metrics()).decode())
+        except Exception:  # a report must never stop the worker
+            log.exception("twin metrics could not be reported")
 
     del ingest, metrics_page, log_metrics, stale_check, forget_revoked, seed_assigned
+    del probe_broker, prometheus_page, live_page, ready_page
     return twin
 
 
@@ -468,18 +623,24 @@ def _seed_from_table(twin: TwinApp, active: set[int]) -> None:
 
 
 def _credentials(settings: Settings) -> Any:
+    """faust's broker credentials for the configured security: SASL over TLS needs the TLS
+    context in the SASL credentials (without it faust connects SASL_PLAINTEXT to a TLS
+    listener and never bootstraps); the same context as the other clients
+    (`kafka_io.ssl_context`)."""
+    from twin_stream.kafka_io import secret, ssl_context
+
     k = settings.kafka
     if k.security_protocol == "PLAINTEXT":
         return None
+    ctx = ssl_context(k)
     if k.security_protocol.startswith("SASL"):
         return faust.SASLCredentials(
             username=k.sasl_username,
-            password=k.sasl_password,
+            password=secret(k.sasl_password),
             mechanism=k.sasl_mechanism or "PLAIN",
+            ssl_context=ctx,  # None for SASL_PLAINTEXT, which keeps its protocol
         )
-    import ssl
-
-    return faust.SSLCredentials(ssl.create_default_context(cafile=k.ssl_cafile))
+    return faust.SSLCredentials(ctx)
 
 
 def run_worker(
@@ -499,8 +660,45 @@ def run_worker(
 
     asyncio.run(ensure_topics(settings))
     twin = build_app(settings, data_dir=data_dir, web_port=web_port, per_event=per_event)
-    worker = Worker(twin.app, loglevel=loglevel, quiet=True)
+    w = settings.worker
+
+    class TwinWorker(Worker):  # type: ignore[misc]
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            if w.log_rate_limit_s > 0:  # an outage logged ~230 lines/s of reconnect errors
+                from twin_stream.logs import install_rate_limit
+
+                twin.log_suppressed = install_rate_limit(w.log_rate_limit_s)
+
+        def _on_sigterm(self) -> None:
+            _exit_after(w.shutdown_timeout_s, "SIGTERM")
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            _exit_after(w.shutdown_timeout_s, "SIGINT")
+            super()._on_sigint()
+
+    worker = TwinWorker(twin.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
+
+
+def _exit_after(timeout_s: float, why: str) -> None:
+    """Bounded shutdown: faust's stop waits for the broker (62-126 s while it was down, more
+    than the 30 s an orchestrator grants). Exiting without a clean stop is safe under
+    exactly_once: open transactions are aborted, the next owner redoes the work."""
+
+    def watchdog() -> None:
+        time.sleep(timeout_s)
+        log.error(
+            "%s: the worker did not stop within worker.shutdown_timeout_s = %g s "
+            "(broker unreachable?): exiting now; uncommitted work is redone after restart",
+            why,
+            timeout_s,
+        )
+        logging.shutdown()
+        os._exit(3)
+
+    threading.Thread(target=watchdog, name="shutdown-watchdog", daemon=True).start()
 
 
 __all__ = ["TP", "TwinApp", "build_app", "run_worker"]

@@ -132,6 +132,7 @@ class ChunkTransactions:
         self.position: dict[int, int] = {}  # input partition -> next offset to process
         # seconds spent: waiting for faust's commits (the lock), in chunks, waiting for acks
         self.waited: dict[str, float] = {"commits": 0.0, "work": 0.0, "acks": 0.0}
+        self.last_commit: float | None = None  # time.monotonic() of the last commit
         self._installed = False
         original_send_changelog = table.send_changelog
 
@@ -162,7 +163,10 @@ class ChunkTransactions:
                     log.warning("not committing: a chunk failed part-way (%r)", self.poisoned)
                     return False
                 await self.settle()
-                return bool(await original_commit(*args, **kwargs))
+                did = bool(await original_commit(*args, **kwargs))
+                if did:
+                    self.last_commit = time.monotonic()
+                return did
 
         async def on_partitions_revoked(revoked: set[TP]) -> None:
             # A rebalance is a transaction boundary for every partition, kept ones included:
@@ -333,6 +337,7 @@ class ChunkTransactions:
         }
         if offsets:  # faust's own step: transactions, table offsets, its committed record
             await self.app.consumer._commit_offsets(offsets)
+            self.last_commit = time.monotonic()
 
 
 def partition_event(app: Any, topic: str, partition: int, key: bytes) -> Any:

@@ -67,6 +67,11 @@ class StaleTracker:
                 out.append((bid, partition, silent))
         return out
 
+    def pardon(self, seconds: float) -> None:
+        """The twin itself heard nothing for `seconds` (the broker was unreachable): that
+        time does not count as any battery's silence."""
+        self.last_seen = {b: (t + seconds, p) for b, (t, p) in self.last_seen.items()}
+
     def forget_partitions(self, partitions: set[int]) -> None:
         for bid in [b for b, (_, p) in self.last_seen.items() if p in partitions]:
             del self.last_seen[bid]

@@ -39,5 +39,14 @@ class EstimateRecord(BaseModel):
 class DeadLetterRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
     error: str = Field(description="why the record was refused, naming the field")
-    raw: str = Field(description="the record as received (text)")
+    raw: str = Field(description="the record as received (text), cut to its first 1024 characters")
     source: str = Field(description="where it came from: file:line or topic[partition]@offset")
+    raw_bytes: int = Field(ge=0, description="size of the record as received, in bytes")
+    raw_sha256: str = Field(description="SHA-256 (hex) of the record as received")
+    truncated: bool = Field(description="raw holds only the head of the record")
+    records: int = Field(
+        1,
+        ge=1,
+        description="refused records this dead letter stands for: more than 1 when one "
+        "message held more refused records than engine.max_dead_letters_per_message",
+    )

@@ -8,13 +8,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from twin_stream.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from twin_stream.kafka_io import PublishStats
 
 app = typer.Typer(
     name="twin-stream",
@@ -221,16 +224,20 @@ def settings_check(settings: SettingsOpt = None) -> None:
         Engine(cfg)
     except SettingsError as exc:
         fail(str(exc))
+    k = cfg.kafka
+    security: str = k.security_protocol
+    if security.startswith("SASL"):  # whether a password is set, never the password
+        security += f", user {k.sasl_username!r}, password {'set' if k.sasl_password else 'unset'}"
     out.print(
         f"settings OK: models {', '.join(cfg.models.enabled)}; "
-        f"{len(cfg.fleet.batteries)} battery overrides; kafka {cfg.kafka.bootstrap_servers}"
+        f"{len(cfg.fleet.batteries)} battery overrides; kafka {k.bootstrap_servers} ({security})"
     )
 
 
 @settings_app.command("show")
 def settings_show(settings: SettingsOpt = None) -> None:
-    """Print the effective settings as JSON."""
-    out.print_json(_settings(settings).model_dump_json())
+    """Print the effective settings as JSON; secrets (kafka.sasl_password) show as "***"."""
+    out.print_json(_settings(settings).model_dump_json())  # Secret fields dump as "***"
 
 
 @app.command()
@@ -249,13 +256,14 @@ def worker(
 ) -> None:
     """Run the live service: consume telemetry, emit alerts and estimates."""
     from agents.app import run_worker
+    from twin_stream.kafka_io import KafkaAccessError
 
     cfg = _settings(settings)
     try:
         run_worker(
             cfg, loglevel=loglevel, web_port=web_port, data_dir=data_dir, per_event=per_event
         )
-    except SettingsError as exc:
+    except (SettingsError, KafkaAccessError) as exc:  # one line, never the password
         fail(str(exc))
     except Exception as exc:  # a worker that cannot start says why in one line
         fail(f"worker: {type(exc).__name__}: {exc}")
@@ -270,25 +278,95 @@ def publish(
         typer.Option(min=0.001, help="X times real time (default: as fast as possible)"),
     ] = None,
     topic: Annotated[str | None, typer.Option(help="default: the input topic")] = None,
+    skip: Annotated[
+        int,
+        typer.Option(
+            min=0, help="leave out the first N records of the file (resume an interrupted run)"
+        ),
+    ] = 0,
+    timeout: Annotated[
+        float,
+        typer.Option(min=0.1, help="seconds to reach the broker and for each request"),
+    ] = 30.0,
     progress: Annotated[bool, typer.Option()] = sys.stderr.isatty(),
 ) -> None:
-    """Publish a recorded file into the input topic, keyed by battery_id."""
+    """Publish a recorded file into the input topic, keyed by battery_id; on failure, say how
+    many records the broker acknowledged and how to resume (--skip)."""
     import asyncio
 
     from twin_stream.io import InputError
-    from twin_stream.kafka_io import ensure_topics
+    from twin_stream.kafka_io import KafkaAccessError, PublishStats, ensure_topics
     from twin_stream.kafka_io import publish as run
 
     cfg = _settings(settings)
+    stats = PublishStats(skipped=skip, resume_at=skip)
+
+    def resume() -> str:
+        return _publish_resume(file, stats, settings=settings, topic=topic, speed=speed)
+
     try:
-        asyncio.run(ensure_topics(cfg))
+        asyncio.run(ensure_topics(cfg, timeout))
         with _progress(f"publish {file.name}", progress) as update:
-            n = asyncio.run(run(file, cfg, speed=speed, progress=update, topic=topic))
+            asyncio.run(
+                run(
+                    file,
+                    cfg,
+                    speed=speed,
+                    progress=update,
+                    topic=topic,
+                    skip=skip,
+                    timeout_s=timeout,
+                    stats=stats,
+                )
+            )
     except InputError as exc:
-        fail(str(exc))
+        fail(f"{exc}; {resume()}" if stats.sent else str(exc))
+    except KafkaAccessError as exc:
+        fail(f"{exc}; {resume()}")
+    except KeyboardInterrupt:
+        fail(f"publish interrupted; {resume()}")
     except Exception as exc:
-        fail(f"publish to {cfg.kafka.bootstrap_servers}: {type(exc).__name__}: {exc}")
-    out.print(f"published {n:,} records to {topic or cfg.topics.input}")
+        fail(f"publish to {cfg.kafka.bootstrap_servers}: {type(exc).__name__}: {exc}; {resume()}")
+    skipped = f", the first {skip:,} skipped" if skip else ""
+    out.print(
+        f"published {stats.acked:,} records ({stats.unkeyed:,} unkeyed, "
+        f"{stats.bytes / 1e6:,.1f} MB{skipped}) to {topic or cfg.topics.input} "
+        f"in {stats.seconds:,.1f} s: {stats.rate:,.0f} records/s",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _publish_resume(
+    file: Path,
+    stats: PublishStats,
+    *,
+    settings: Path | None,
+    topic: str | None,
+    speed: float | None,
+) -> str:
+    """'N of M records acknowledged; resume with: twin-stream publish FILE --skip N ...'."""
+    import shlex
+
+    from twin_stream.kafka_io import count_records
+
+    total = count_records(file)
+    done = f"{stats.resume_at:,} of {total:,}" if total is not None else f"{stats.resume_at:,}"
+    notes = []
+    if stats.skipped:
+        notes.append(f"the first {stats.skipped:,} skipped")
+    extra = stats.acked - (stats.resume_at - stats.skipped)
+    if extra > 0:
+        notes.append(f"{extra:,} more past that point, sent again on resume")
+    cmd = ["twin-stream", "publish", str(file), "--skip", str(stats.resume_at)]
+    if settings is not None:
+        cmd += ["--settings", str(settings)]
+    if topic is not None:
+        cmd += ["--topic", topic]
+    if speed is not None:
+        cmd += ["--speed", f"{speed:g}"]
+    note = f" ({'; '.join(notes)})" if notes else ""
+    return f"{done} records acknowledged{note}; resume with: {shlex.join(cmd)}"
 
 
 @app.command()

@@ -3,17 +3,27 @@
 Validation has two implementations of the same rules (`schemas.telemetry.Telemetry`):
 `lean_row` is the hot path (plain Python type and range checks, about a microsecond), and
 pydantic is consulted only for a record the lean check refused, to give its precise reason.
-Tests hold the two to agreement. Every refused record becomes exactly one `DeadLetter`.
+Tests hold the two to agreement. Every refused record becomes exactly one `DeadLetter`,
+except where one message holds more than `max_dead_per_message` refused records: those past
+the cap are summed up in one dead letter that says how many (`DeadLetter.records`), so a
+small message cannot flood the dead-letter topic.
+
+Nothing a message holds may stop the decoder (Kafka Streams' deserialisation-exception
+handler): any exception while decoding one message -- simdjson's BIGINT/DEPTH errors, a
+RecursionError on deep nesting, a bug -- makes that message one dead letter, and decoding
+goes on. Dead letters are bounded: the offending bytes' head (`RAW_HEAD_CHARS`), their size
+and SHA-256, so a record near the producer's size limit cannot make an unsendable one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -23,6 +33,9 @@ from pydantic import ValidationError
 
 from schemas.telemetry import LIMITS, Telemetry, parse_rfc3339_ms
 from twin_stream.outputs import Alert, Estimate, Output
+
+if TYPE_CHECKING:
+    from twin_stream.settings import Settings
 
 NAN = math.nan
 FloatArray = npt.NDArray[np.float64]
@@ -51,14 +64,36 @@ class Row(NamedTuple):
     source: str
 
 
+RAW_HEAD_CHARS = 1024  # of the refused record kept in a dead letter
+ERROR_MAX_CHARS = 500
+DEFAULT_MAX_DEAD_PER_MESSAGE = 10
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    error: str
-    raw: str
-    source: str
+    """A refused record: why, its head as text, and its size and hash as received."""
 
-    def to_dict(self) -> dict[str, str]:
-        return {"error": self.error, "raw": self.raw, "source": self.source}
+    error: str
+    raw: str  # at most RAW_HEAD_CHARS characters of the record as received
+    source: str
+    raw_bytes: int = 0  # size of the record as received
+    raw_sha256: str = ""  # of the record as received, to find the original
+    records: int = 1  # refused records this dead letter stands for (>1: a summary)
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.raw.encode()) < self.raw_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": self.error,
+            "raw": self.raw,
+            "source": self.source,
+            "raw_bytes": self.raw_bytes,
+            "raw_sha256": self.raw_sha256,
+            "truncated": self.truncated,
+            "records": self.records,
+        }
 
 
 _Cell = Annotated[float, msgspec.Meta(ge=0.0, le=_CELL_MAX)]
@@ -162,19 +197,29 @@ def _short(x: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _raw_text(raw: Any) -> str:
+def _raw_bytes(raw: Any) -> bytes:
     if isinstance(raw, bytes | bytearray | memoryview):
-        return bytes(raw).decode("utf-8", errors="replace")
+        return bytes(raw)
     if isinstance(raw, str):
-        return raw
+        return raw.encode("utf-8", errors="surrogateescape")
     try:
-        return orjson.dumps(raw, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    except TypeError:
-        return repr(raw)
+        return orjson.dumps(raw, option=orjson.OPT_SERIALIZE_NUMPY)
+    except (TypeError, orjson.JSONEncodeError):
+        return repr(raw)[: RAW_HEAD_CHARS * 4].encode("utf-8", errors="replace")
 
 
-def dead_letter(error: str, raw: Any, source: str) -> DeadLetter:
-    return DeadLetter(error, _raw_text(raw), source)
+def dead_letter(error: str, raw: Any, source: str, records: int = 1) -> DeadLetter:
+    """The dead letter of `raw`, bounded: error and record head cut, size and hash kept."""
+    data = _raw_bytes(raw)
+    head = data[: RAW_HEAD_CHARS * 4].decode("utf-8", errors="replace")[:RAW_HEAD_CHARS]
+    if len(error) > ERROR_MAX_CHARS:
+        error = error[: ERROR_MAX_CHARS - 3] + "..."
+    return DeadLetter(error, head, source, len(data), hashlib.sha256(data).hexdigest(), records)
+
+
+def undecodable(exc: BaseException, raw: Any, source: str) -> DeadLetter:
+    """The dead letter of a message whose decoding raised: it must never stop the worker."""
+    return dead_letter(f"undecodable message: {type(exc).__name__}: {exc}", raw, source)
 
 
 class Decoder:
@@ -183,12 +228,23 @@ class Decoder:
     `field_map` renames a source's field names to the logical ones before validation.
     """
 
-    def __init__(self, field_map: Mapping[str, str] | None = None, max_bytes: int = 1 << 20):
+    def __init__(
+        self,
+        field_map: Mapping[str, str] | None = None,
+        max_bytes: int = 1 << 20,
+        max_dead_per_message: int = DEFAULT_MAX_DEAD_PER_MESSAGE,
+    ):
         self.field_map = dict(field_map or {})
         self.max_bytes = max_bytes
+        self.max_dead_per_message = max_dead_per_message
         from twin_stream.fastjson import FastDecoder
 
         self.fast = FastDecoder(max_bytes)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Decoder:
+        e = settings.engine
+        return cls(settings.input.field_map, e.max_message_bytes, e.max_dead_letters_per_message)
 
     def _rename(self, obj: Any) -> Any:
         if self.field_map and type(obj) is dict:
@@ -197,19 +253,43 @@ class Decoder:
         return obj
 
     def decode_object(self, obj: Any, source: str, rows: list[Row], dead: list[DeadLetter]) -> None:
-        if type(obj) is list:
-            for i, item in enumerate(obj):
-                self.decode_object_single(item, f"{source}[{i}]", rows, dead)
-        else:
+        if type(obj) is not list:
             self.decode_object_single(obj, source, rows, dead)
+            return
+        cap = self.max_dead_per_message
+        n_dead = len(dead)
+        over = 0  # refused items past the cap: summed up in one dead letter
+        first_over = -1
+        for i, item in enumerate(obj):
+            if len(dead) - n_dead < cap:
+                self.decode_object_single(item, f"{source}[{i}]", rows, dead)
+                continue
+            row = lean_row(self._rename(item), f"{source}[{i}]")
+            if row is not None:
+                rows.append(row)
+            else:
+                over += 1
+                if first_over < 0:
+                    first_over = i
+        if over:
+            dead.append(
+                dead_letter(
+                    f"{over} more refused records in this message of {len(obj)} (from item "
+                    f"{first_over} on; the first {cap} are dead letters of their own)",
+                    obj[first_over],
+                    f"{source}[{first_over}:]",
+                    records=over,
+                )
+            )
 
     def decode_object_single(
-        self, obj: Any, source: str, rows: list[Row], dead: list[DeadLetter]
+        self, obj: Any, source: str, rows: list[Row], dead: list[DeadLetter], raw: Any = None
     ) -> None:
+        """One record (a parsed object); `raw`, when given, is the message as received."""
         obj = self._rename(obj)
         row = lean_row(obj, source)
         if row is None:
-            dead.append(dead_letter(reason(obj), obj, source))
+            dead.append(dead_letter(reason(obj), obj if raw is None else raw, source))
         else:
             rows.append(row)
 
@@ -234,10 +314,15 @@ class Decoder:
             n_rows, n_dead = len(rows), len(dead)
             if row is not None:
                 rows.append(row)
-            elif isinstance(payload, bytes | str):
-                self.decode(payload, source, rows, dead)
             else:
-                self.decode_object(payload, source, rows, dead)
+                try:
+                    if isinstance(payload, bytes | str):
+                        self.decode(payload, source, rows, dead)
+                    else:
+                        self.decode_object(payload, source, rows, dead)
+                except Exception as exc:  # never let one message stop the stream
+                    del rows[n_rows:], dead[n_dead:]
+                    dead.append(undecodable(exc, payload, source))
             if origin is not None:
                 origin.extend([i] * (len(rows) - n_rows))
             if dead_origin is not None:
@@ -251,13 +336,16 @@ class Decoder:
             dead.append(
                 dead_letter(
                     f"message of {len(data)} bytes exceeds max_message_bytes {self.max_bytes}",
-                    data[:1024],
+                    data,
                     source,
                 )
             )
             return
         if not self.field_map:
-            row = lean_row_json(data, source)
+            try:
+                row = lean_row_json(data, source)
+            except RecursionError:
+                row = None  # deeply nested: orjson below says why
             if row is not None:
                 rows.append(row)
                 return
@@ -269,7 +357,10 @@ class Decoder:
         if type(obj) is list and not obj:
             dead.append(dead_letter("empty array: no record", data, source))
             return
-        self.decode_object(obj, source, rows, dead)
+        if type(obj) is list:
+            self.decode_object(obj, source, rows, dead)
+        else:
+            self.decode_object_single(obj, source, rows, dead, raw=data)
 
 
 def iso_ms(ts_ms: int) -> str:

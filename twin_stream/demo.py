@@ -50,7 +50,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from twin_stream.settings import Settings, SettingsError
+from twin_stream.settings import REVEAL_SECRETS, Settings, SettingsError
 
 FAULTS = {"over_voltage": 1, "weak_cell": 1, "dropout": 1, "bad_records": 3}
 """Injected into the simulated fleet (see `twin_stream.simulate.FaultSpec`)."""
@@ -375,7 +375,7 @@ def _prepare(
             "stale_after_s": round(stale_after_s, 3),
         },
     }
-    data = settings.model_dump(mode="json")
+    data = settings.model_dump(mode="json", context=REVEAL_SECRETS)
     env = dict(os.environ)
     for section, values in overrides.items():
         data[section].update(values)
@@ -389,7 +389,9 @@ def _prepare(
         raise DemoError(f"settings: {exc}") from None
     # The worker reads the user's settings from this file; the environment overrides above
     # win over it (and over any TWIN_ variable of the caller for the same keys).
-    (workdir / "settings.json").write_text(settings.model_dump_json(indent=1), "utf-8")
+    secret_file = workdir / "settings.json"  # holds the password in clear: owner only
+    secret_file.touch(mode=0o600)
+    secret_file.write_text(settings.model_dump_json(indent=1, context=REVEAL_SECRETS), "utf-8")
     return DemoRun(run_id, workdir, demo_settings, env, web_port)
 
 

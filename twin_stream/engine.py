@@ -13,6 +13,12 @@ record is released to the models once its ts <= max_ts - L. A record whose ts eq
 frontier or a buffered ts is a duplicate (dropped, counted); one older than the frontier is
 late (dead letter). Released samples form one chunk per call; models are chunking-invariant,
 so outputs do not depend on chunk boundaries either. With L = 0 (the default) nothing waits.
+
+Event time is bounded by the wall clock: a record more than `engine.max_clock_skew_s` ahead
+of this machine's clock (an RTC glitch, a year-2999 timestamp) is a `future` dead letter and
+never becomes the frontier, which would make every real record after it late. A stored
+frontier that is that far ahead (written before the bound existed) is reset on load, logged
+and counted (`frontier_resets`); `twin-stream state` inspects and repairs states by hand.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +57,8 @@ class Metrics:
     processed: int = 0  # rows handed to the models
     duplicates: int = 0
     late: int = 0
+    future: int = 0  # records ahead of the wall clock by more than max_clock_skew_s
+    frontier_resets: int = 0  # stored frontiers found ahead of the clock and reset
     invalid: int = 0  # dead letters from decoding (counted by the caller via count_invalid)
     gaps: int = 0
     alerts: int = 0
@@ -60,7 +69,7 @@ class Metrics:
 
     @property
     def dead_letters(self) -> int:
-        return self.invalid + self.late + self.errors
+        return self.invalid + self.late + self.future + self.errors
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -73,6 +82,8 @@ class Metrics:
             "invalid": self.invalid,
             "duplicates": self.duplicates,
             "late": self.late,
+            "future": self.future,
+            "frontier_resets": self.frontier_resets,
             "gaps": self.gaps,
             "forced_releases": self.forced_releases,
             "errors": self.errors,
@@ -92,7 +103,7 @@ class Result:
 class Engine:
     """Orders, chunks and runs the enabled models for any number of batteries."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         registry = discover_models()
         unknown = [m for m in settings.models.enabled if m not in registry]
         if unknown:
@@ -116,6 +127,8 @@ class Engine:
         self.lateness_ms = round(settings.engine.allowed_lateness_s * 1000)
         self.max_gap_ms = round(settings.engine.max_gap_s * 1000)
         self.max_buffered = settings.engine.max_buffered_per_battery
+        self.skew_ms = round(settings.engine.max_clock_skew_s * 1000)
+        self.clock = clock
         self.metrics = Metrics()
         self._specs: dict[str, BatterySpec] = {}
         self._signs: dict[str, int] = {}
@@ -145,7 +158,7 @@ class Engine:
             "n_cells": None,
             "n_temps": None,
             "models": {m.name: m.initial_state() for m in models},
-            "counters": {"records": 0, "duplicates": 0, "late": 0, "gaps": 0},
+            "counters": {"records": 0, "duplicates": 0, "late": 0, "future": 0, "gaps": 0},
         }
 
     def _check_state(self, battery_id: str, state: State | None) -> State:
@@ -163,7 +176,22 @@ class Engine:
                 models[m.name] = m.initial_state()
         st["models"] = models
         st["counters"] = dict(st["counters"])
+        limit = self._future_limit()
+        if any(st.get(k) is not None and st[k] > limit for k in ("last_ts", "max_ts")):
+            log.warning(
+                "%s: stored frontier %s is ahead of the clock by more than %g s: reset "
+                "(a record from the future was accepted before event time was bounded)",
+                battery_id,
+                iso_ms(max(t for t in (st["last_ts"], st["max_ts"]) if t is not None)),
+                self.skew_ms / 1000,
+            )
+            st["last_ts"] = st["max_ts"] = None
+            st["buffer"] = [r for r in st["buffer"] if r[0] <= limit]
+            self.metrics.frontier_resets += 1
         return st
+
+    def _future_limit(self) -> int:
+        return int(self.clock() * 1000) + self.skew_ms
 
     # -- the work ------------------------------------------------------------------------
     def process(self, battery_id: str, rows: Sequence[Row], state: State | None) -> Result:
@@ -217,9 +245,23 @@ class Engine:
                 heap.append((r[0], -1 - i, _row_from_json(bid, r)))
                 pending.add(r[0])
             heapq.heapify(heap)
-        n_dup = n_late = 0
+        n_dup = n_late = n_future = 0
+        future_limit = self._future_limit()
         for k, row in enumerate(rows):
             ts = row.ts
+            if ts > future_limit:
+                n_future += 1
+                dead.append(
+                    dead_letter(
+                        f"future: ts {iso_ms(ts)} is "
+                        f"{(ts - future_limit) / 1000 + self.skew_ms / 1000:.0f} s ahead of "
+                        f"this machine's clock (engine.max_clock_skew_s = "
+                        f"{self.skew_ms / 1000:g}); check the device's clock",
+                        row.raw,
+                        row.source,
+                    )
+                )
+                continue
             if frontier is not None and ts <= frontier:
                 if ts == frontier:
                     n_dup += 1
@@ -290,9 +332,11 @@ class Engine:
         c["records"] += len(rows)
         c["duplicates"] += n_dup
         c["late"] += n_late
+        c["future"] = c.get("future", 0) + n_future
         m.records += len(rows)
         m.duplicates += n_dup
         m.late += n_late
+        m.future += n_future
         if rows:
             m.batteries.add(rows[0].battery_id)
         return released
@@ -341,8 +385,9 @@ class Engine:
         self.metrics.alerts += len(res.alerts)
         self.metrics.estimates += len(res.estimates)
 
-    def count_invalid(self, n: int) -> None:
-        self.metrics.invalid += n
+    def count_invalid(self, dead: Sequence[DeadLetter]) -> None:
+        """Count the decoder's dead letters (a summary dead letter stands for many)."""
+        self.metrics.invalid += sum(d.records for d in dead)
 
 
 def _nan_to_none(x: float) -> float | None:

@@ -82,7 +82,7 @@ class FastDecoder:
             if type(doc) is not _Object:
                 return None
             return _fields(doc, data)
-        except (ValueError, TypeError, KeyError):
+        except Exception:  # BIGINT/DEPTH errors too: the slow path decides
             return None
         finally:
             del doc  # the parser refuses to parse again while a document is referenced

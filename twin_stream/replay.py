@@ -62,7 +62,7 @@ def replay(
     written at the end with every battery's state."""
     reader = RecordReader(path)
     engine = Engine(settings)
-    decoder = Decoder(settings.input.field_map, settings.engine.max_message_bytes)
+    decoder = Decoder.from_settings(settings)
     states: dict[str, State] = {}
     if state_file is not None and state_file.exists():
         states = json.loads(state_file.read_text(encoding="utf-8"))
@@ -82,7 +82,7 @@ def replay(
             dead: list[DeadLetter] = []
             decoder.decode_many(items, rows, dead)
             n_in += len(items)
-            engine.count_invalid(len(dead))
+            engine.count_invalid(dead)
             for bid, group in group_by(rows, _battery).items():
                 res = engine.process(bid, group, states.get(bid))
                 states[bid] = res.state

@@ -1,31 +1,63 @@
 """The one settings loader: defaults (these pydantic models), then a JSON file, then `TWIN_`
 environment overrides, validated together.
 
-Environment keys nest with double underscores, values are JSON when they parse as JSON and
-text otherwise: `TWIN_ENGINE__MAX_GAP_S=120`, `TWIN_KAFKA__BOOTSTRAP_SERVERS=host:9092`,
+Environment keys nest with double underscores. A value for a text setting (str, a secret,
+a Literal of strings, or None of these) is taken as it is, so `TWIN_KAFKA__SASL_PASSWORD=12345`
+is the text "12345"; any other value is JSON when it parses as JSON and text otherwise:
+`TWIN_ENGINE__MAX_GAP_S=120`, `TWIN_KAFKA__BOOTSTRAP_SERVERS=host:9092`,
 `TWIN_MODELS__ENABLED='["eq_cycles"]'`. An unknown key or an out-of-range value is one
 `SettingsError` naming it. Battery specs: fleet defaults, overridden per battery id.
+
+Secrets (`kafka.sasl_password`) are pydantic `SecretStr`: read them with
+`.get_secret_value()`; repr, JSON dumps (`settings show`) and error messages show them as
+"***". Dumping to JSON for another process that needs them takes
+`model_dump_json(context=REVEAL_SECRETS)` (or `model_dump(mode="json", context=...)`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    SerializationInfo,
+    ValidationError,
+    model_validator,
+)
 
 from twin_stream.chemistry import Chemistry, ChemistryError, LimitSet, OcvTable, get_chemistry
 from twin_stream.spec import BatterySpec
 
 ENV_PREFIX = "TWIN_"
 DEFAULT_MODELS = ["eq_cycles", "voltage_monitor", "imbalance_analysis", "soc_ocv_estimation"]
+MASK = "***"
+REVEAL_SECRETS: dict[str, Any] = {"reveal_secrets": True}
+"""Serialization context that writes secrets in clear, e.g. for a settings file handed to a
+worker process: `settings.model_dump_json(context=REVEAL_SECRETS)`."""
+_SECRET_WORDS = ("password", "secret", "token")
 
 
 class SettingsError(ValueError):
     """Settings that cannot be used; the message names the key."""
+
+
+def _dump_secret(value: SecretStr, info: SerializationInfo) -> str:
+    if isinstance(info.context, Mapping) and info.context.get("reveal_secrets"):
+        return value.get_secret_value()
+    return MASK
+
+
+Secret = Annotated[SecretStr, PlainSerializer(_dump_secret, when_used="json")]
+"""A secret setting: hidden in repr, "***" in JSON dumps unless the context reveals it."""
 
 
 class _Strict(BaseModel):
@@ -37,7 +69,7 @@ class KafkaSettings(_Strict):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: Secret | None = None
     ssl_cafile: str | None = None
 
 
@@ -56,6 +88,49 @@ class WorkerSettings(_Strict):
     store: Literal["rocksdb://", "memory://"] = "rocksdb://"
     data_dir: str = "twin-data"
     web_port: int = Field(6066, ge=1, le=65535)
+    web_bind: str = Field(
+        "127.0.0.1",
+        description="address the worker's web server (metrics, health) listens on; "
+        "0.0.0.0 to be scraped from other hosts",
+    )
+    web_tables: bool = Field(
+        False,
+        description="faust's /table/ views, which serve every battery's full state "
+        "without authentication; off unless asked for",
+    )
+    broker_timeout_s: float = Field(
+        8.0,
+        gt=0,
+        le=600,
+        description="the broker not answering the worker's probe for this long turns "
+        "liveness red and holds telemetry_stale off (the twin is deaf, not the batteries)",
+    )
+    commit_stall_s: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="input waiting and no commit for this long turns liveness red",
+    )
+    shutdown_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        le=3600,
+        description="after SIGTERM/SIGINT the worker exits by this time even if the broker "
+        "is unreachable (uncommitted work is aborted and redone by the next owner)",
+    )
+    misrouted: Literal["reroute", "deadletter"] = Field(
+        "reroute",
+        description="a record on another input partition than its key's murmur2 hash "
+        "(a producer with librdkafka's crc32 partitioner): re-sent to the right partition "
+        "in the same transaction, or dead-lettered; counted either way",
+    )
+    log_rate_limit_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="a repeated log line (same logger and message) is written at most once "
+        "per this many seconds, with a count of those suppressed; 0 = no limit",
+    )
     stale_after_s: float = Field(30.0, gt=0, le=86_400)
     take_max: int = Field(
         5000,
@@ -93,7 +168,21 @@ class EngineSettings(_Strict):
         "outputs wait this long in event time, so keep it small for fast alerts",
     )
     max_gap_s: float = Field(60.0, gt=0, le=86_400 * 30)
+    max_clock_skew_s: float = Field(
+        300.0,
+        gt=0,
+        le=86_400 * 366 * 100,
+        description="records whose ts is further ahead of this machine's clock are "
+        "dead letters (future), never the battery's frontier",
+    )
     max_message_bytes: int = Field(1 << 20, ge=1024, le=1 << 28)
+    max_dead_letters_per_message: int = Field(
+        10,
+        ge=1,
+        le=100_000,
+        description="refused records of one message (a JSON array) past this become one "
+        "summary dead letter that counts them",
+    )
     max_buffered_per_battery: int = Field(100_000, ge=1)
 
 
@@ -223,15 +312,101 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         if path[0] not in Settings.model_fields:
             continue  # TWIN_ variables of other tools (e.g. TWIN_BROKER_HOME)
-        try:
-            value: Any = json.loads(text)
-        except ValueError:
-            value = text
+        value: Any = text
+        if not _is_text(_annotation_at(path)):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = text
         node = out
         for p in path[:-1]:
             node = node.setdefault(p, {})
         node[path[-1]] = value
     return out
+
+
+def _unwrap(tp: Any) -> Any:
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return tp
+
+
+def _annotation_at(path: list[str]) -> Any:
+    """The annotation of the setting at `path` (lower-case keys from Settings down), through
+    nested models and dict values; Any when the path leaves the models."""
+    tp: Any = Settings
+    for key in path:
+        tp = _unwrap(tp)
+        if get_origin(tp) in (Union, types.UnionType):  # e.g. `OcvTableSettings | None`
+            inner = [a for a in get_args(tp) if a is not type(None)]
+            tp = _unwrap(inner[0]) if len(inner) == 1 else Any
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(key)
+            if field is None:
+                return Any
+            tp = field.annotation
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1] if get_args(tp) else Any
+        else:
+            return Any
+    return tp
+
+
+def _is_text(tp: Any) -> bool:
+    """True for str, SecretStr, a Literal of strings, and unions (Optional) of these."""
+    tp = _unwrap(tp)
+    if tp is str or tp is SecretStr:
+        return True
+    origin = get_origin(tp)
+    if origin is Literal:
+        return all(isinstance(a, str) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        return bool(inner) and all(_is_text(a) for a in inner)
+    return False
+
+
+def _is_secret_loc(loc: tuple[int | str, ...]) -> bool:
+    """Whether an error location names a secret: a SecretStr field, or a key that says so."""
+    if any(isinstance(p, str) and any(w in p.lower() for w in _SECRET_WORDS) for p in loc):
+        return True
+    return _is_secret_type(_annotation_at([str(p) for p in loc]))
+
+
+def _is_secret_type(tp: Any) -> bool:
+    tp = _unwrap(tp)
+    return tp is SecretStr or (
+        get_origin(tp) in (Union, types.UnionType) and any(_is_secret_type(a) for a in get_args(tp))
+    )
+
+
+def _holds_secret(tp: Any) -> bool:
+    """Whether a settings model (or Optional of one) has a secret field, at any depth."""
+    tp = _unwrap(tp)
+    if get_origin(tp) in (Union, types.UnionType):
+        return any(_holds_secret(a) for a in get_args(tp))
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return any(
+            _is_secret_type(f.annotation) or _holds_secret(f.annotation)
+            for f in tp.model_fields.values()
+        )
+    return False
+
+
+def _redact(value: Any) -> Any:
+    """`value` with the values of secret-named keys replaced by "***", at any depth."""
+    if isinstance(value, SecretStr):
+        return MASK
+    if isinstance(value, Mapping):
+        return {
+            k: MASK
+            if isinstance(k, str) and any(w in k.lower() for w in _SECRET_WORDS)
+            else _redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return value
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -252,7 +427,14 @@ def _format(exc: ValidationError, origin: str) -> str:
         return f"{origin}: {msg}"
     if err["type"] == "extra_forbidden":
         return f"{origin}: unknown key {loc}"
-    return f"{origin}: {loc}: {msg} (got {err.get('input')!r})"
+    got = err.get("input")
+    if _is_secret_loc(err["loc"]) or (
+        not isinstance(got, Mapping) and _holds_secret(_annotation_at([str(p) for p in err["loc"]]))
+    ):
+        got = MASK  # a secret, or a malformed section that holds one (e.g. a list)
+    else:
+        got = repr(_redact(got))
+    return f"{origin}: {loc}: {msg} (got {got})"
 
 
 def load_settings(

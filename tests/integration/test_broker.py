@@ -1,20 +1,28 @@
 """The local broker really does Kafka transactions (the app runs exactly-once).
 
-Both tests go through aiokafka, the client faust uses.  The second one checks a
+The tests go through aiokafka, the client faust uses.  The second one checks a
 fact only the broker's transaction coordinator can decide: records of an
 ABORTED transaction are in the log (a read_uncommitted consumer sees them) but
-a read_committed consumer never gets them.
+a read_committed consumer never gets them.  The last one kills a broker of its
+own with ``kill -9`` and checks that ``up`` brings it back on the same address.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
+import signal
 import time
 import uuid
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
+
+from twin_stream.broker import down, status, up
 
 PARTITIONS = 3
 TIMEOUT_S = 60.0
@@ -119,3 +127,43 @@ async def test_aborted_transaction_invisible_to_read_committed(kafka_bootstrap: 
     # The aborted records are in the log: only the broker's abort marker hides them.
     assert sum(r.value == b"aborted" for r in everything) == 10
     assert len(everything) == 30
+
+
+async def test_kill_9_then_up_restarts_on_the_same_port(tmp_path: Path) -> None:
+    """A broker that died (kill -9) comes back from `up` on its old port and controller port,
+    even after its stale state file is gone; a producer that kept the old bootstrap address
+    produces again by itself, and a consumer of that address reads before and after."""
+    run_dir = tmp_path / "run"
+    first = await asyncio.to_thread(up, run_dir=run_dir)
+    producer: AIOKafkaProducer | None = None
+    try:
+        topic = await _create_topic(first.bootstrap, "twin-test-restart")
+        producer = AIOKafkaProducer(bootstrap_servers=first.bootstrap, acks="all")
+        await producer.start()
+        await producer.send_and_wait(topic, key=b"k", value=b"before")
+
+        os.kill(first.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while status(run_dir=run_dir) is not None:  # also removes the stale state file
+            assert time.monotonic() < deadline, "the killed broker did not go away"
+            await asyncio.sleep(0.1)
+        assert not (run_dir / "broker.json").exists()
+
+        second = await asyncio.to_thread(up, run_dir=run_dir)
+        assert second.pid != first.pid
+        assert (second.bootstrap, second.port, second.controller_port, second.data_dir) == (
+            first.bootstrap,
+            first.port,
+            first.controller_port,
+            first.data_dir,
+        )
+
+        async with asyncio.timeout(TIMEOUT_S):  # the old producer reconnects by itself
+            await producer.send_and_wait(topic, key=b"k", value=b"after")
+        records = await _drain(first.bootstrap, topic, "read_committed")
+        assert sorted(r.value for r in records) == [b"after", b"before"]
+    finally:
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+        await asyncio.to_thread(down, run_dir=run_dir)

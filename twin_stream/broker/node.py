@@ -11,6 +11,15 @@ and :func:`status` reports it.  Everything binds to 127.0.0.1 only.
 The state file lives in the *run dir*: ``$TWIN_BROKER_HOME`` or
 ``~/.cache/twin-stream/broker-run`` (every function also takes ``run_dir=``,
 which is how tests get a broker that is independent of a developer's one).
+
+Ports: the data dir keeps the last ports (``last-run.json``), and ``up`` takes
+them again when they are free, so a broker restarted after a crash (``kill -9``)
+answers on the address its clients already have and they reconnect by themselves.
+
+Security: ``up(security=BrokerSecurity(...))`` adds SSL, SASL_PLAINTEXT and
+SASL_SSL listeners (SCRAM-SHA-512 and PLAIN) on 127.0.0.1 next to PLAINTEXT,
+which stays the bootstrap address and the inter-broker listener
+(:attr:`BrokerInfo.listeners` maps each protocol to its address).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import socket
@@ -31,8 +41,8 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +55,7 @@ from twin_stream.broker.fetch import (
     logging_backend,
 )
 
-__all__ = ["BrokerInfo", "default_run_dir", "down", "ping", "status", "up"]
+__all__ = ["BrokerInfo", "BrokerSecurity", "default_run_dir", "down", "ping", "status", "up"]
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +65,83 @@ STATE_FILE = "broker.json"
 LOG_FILE = "broker.log"
 PROPS_FILE = "server.properties"
 KRAFT_LOG_DIR = "kraft-logs"
+LAST_RUN_FILE = "last-run.json"
+"""In the data dir: the ports (and security) of the last start, reused by the next ``up``."""
+KEYSTORE_FILE = "tls-keystore.pem"
+SECURE_PROTOCOLS = ("SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+_SAFE_CREDENTIAL = re.compile(r"[A-Za-z0-9._@+~-]{1,128}")
 HEAP = "-Xmx512m"
 JVM_OPTS_ENV = "TWIN_BROKER_JVM_OPTS"
 """Extra JVM options (shell-split) appended to the broker's command line."""
 STOP_GRACE_S = 30.0
 _LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """Extra listeners of a local broker, all on 127.0.0.1: SSL, SASL_PLAINTEXT, SASL_SSL.
+
+    The SASL listeners accept SCRAM-SHA-512 (the users are created when the storage is
+    formatted, i.e. on the first start of a data dir) and PLAIN (a JAAS config in
+    server.properties).  No client certificates are asked for.  Names and passwords are
+    limited to ``[A-Za-z0-9._@+~-]`` so they need no quoting anywhere.
+    """
+
+    cert: Path
+    """Server certificate chain, PEM (for 127.0.0.1 / localhost)."""
+    key: Path
+    """Its private key, unencrypted PKCS#8 PEM (``-----BEGIN PRIVATE KEY-----``)."""
+    ca: Path
+    """CA certificate(s), PEM: the broker's truststore."""
+    users: Mapping[str, str] = field(default_factory=dict)
+    """name -> password, for both SCRAM-SHA-512 and PLAIN."""
+    protocols: tuple[str, ...] = SECURE_PROTOCOLS
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (paths as strings)."""
+        return {
+            "cert": str(self.cert),
+            "key": str(self.key),
+            "ca": str(self.ca),
+            "users": dict(self.users),
+            "protocols": list(self.protocols),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BrokerSecurity:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            cert=Path(data["cert"]),
+            key=Path(data["key"]),
+            ca=Path(data["ca"]),
+            users={str(k): str(v) for k, v in dict(data.get("users") or {}).items()},
+            protocols=tuple(str(p) for p in data.get("protocols") or SECURE_PROTOCOLS),
+        )
+
+    def check(self) -> None:
+        """Raise :class:`BrokerError` for unknown protocols, unsafe names, missing files."""
+        bad = [p for p in self.protocols if p not in SECURE_PROTOCOLS]
+        if bad or not self.protocols or len(set(self.protocols)) != len(self.protocols):
+            raise BrokerError(
+                f"security protocols {list(self.protocols)}: expected some of {SECURE_PROTOCOLS}"
+            )
+        for name, password in self.users.items():
+            if not _SAFE_CREDENTIAL.fullmatch(name) or not _SAFE_CREDENTIAL.fullmatch(password):
+                raise BrokerError(
+                    f"broker user {name!r}: names and passwords may only use A-Z a-z 0-9 . _ @"
+                    " + ~ - (1-128 characters)"
+                )
+        for what, path in (("cert", self.cert), ("key", self.key), ("ca", self.ca)):
+            if not Path(path).is_file():
+                raise BrokerError(f"broker TLS {what} file {path} not found")
+        key_text = Path(self.key).read_text("utf-8", "replace")
+        if "-----BEGIN PRIVATE KEY-----" not in key_text:
+            raise BrokerError(
+                f"broker TLS key {self.key}: Kafka's PEM keystore needs an unencrypted PKCS#8"
+                " key (-----BEGIN PRIVATE KEY-----); convert it with"
+                " `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY8`"
+            )
 
 
 @dataclass(frozen=True)
@@ -74,6 +156,8 @@ class BrokerInfo:
     log_path: Path
     controller_port: int = 0
     version: str = DEFAULT_VERSION
+    listeners: dict[str, str] = field(default_factory=dict, hash=False)
+    """Extra listeners, protocol -> ``"127.0.0.1:PORT"`` (empty for a PLAINTEXT-only broker)."""
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict (paths as strings)."""
@@ -93,6 +177,7 @@ class BrokerInfo:
             log_path=Path(data["log_path"]),
             controller_port=int(data.get("controller_port", 0)),
             version=str(data.get("version", DEFAULT_VERSION)),
+            listeners={str(k): str(v) for k, v in dict(data.get("listeners") or {}).items()},
         )
 
 
@@ -112,23 +197,33 @@ def up(
     timeout_s: float = 90,
     *,
     run_dir: Path | None = None,
+    security: BrokerSecurity | None = None,
 ) -> BrokerInfo:
     """Start the local broker (or return the one already running) once it answers.
 
-    ``port`` defaults to a free port on 127.0.0.1; ``data_dir`` to
+    ``port`` defaults to the port of the data dir's last start when it is free
+    (so clients keep their address across a crash and restart), else to a free
+    port on 127.0.0.1; the controller port likewise.  ``data_dir`` defaults to
+    the data dir of a broker that died without ``down`` (stale state file), else
     ``<run dir>/data`` (reused across runs: topics survive ``down``/``up``).
+    ``security`` adds SSL/SASL listeners (:class:`BrokerSecurity`); without it
+    a data dir last started with security gets the same listeners again, and
+    one that never had any stays PLAINTEXT only.
     If the state file names a live broker, it is returned after it answers --
-    unless it conflicts with an explicit ``port``/``data_dir``/``version``,
-    which raises :class:`BrokerError` (it is never stopped by ``up``).  A broker
-    that this call started and that does not answer within ``timeout_s`` (or
-    exits) is killed, and :class:`BrokerError` carries its log tail.
+    unless it conflicts with an explicit ``port``/``data_dir``/``version`` or
+    lacks a listener of ``security``, which raises :class:`BrokerError` (it is
+    never stopped by ``up``).  A broker that this call started and that does not
+    answer within ``timeout_s`` (or exits) is killed, and :class:`BrokerError`
+    carries its log tail.
     """
+    if security is not None:
+        security.check()
     rdir = _resolve_run_dir(run_dir)
     with _locked(rdir):
         existing = _read_state(rdir)
         if existing is not None:
             if _is_running(existing):
-                _check_compatible(existing, port, data_dir, version)
+                _check_compatible(existing, port, data_dir, version, security)
                 try:
                     _wait_ready(existing, timeout_s, rdir)
                 except BrokerError as exc:
@@ -138,7 +233,9 @@ def up(
                     ) from exc
                 return existing
             (rdir / STATE_FILE).unlink(missing_ok=True)  # stale: the process is gone
-        return _start(port, data_dir, version, timeout_s, rdir)
+            if data_dir is None:
+                data_dir = existing.data_dir  # restart the broker that died, with its data
+        return _start(port, data_dir, version, timeout_s, rdir, security)
 
 
 def down(*, run_dir: Path | None = None, grace_s: float = STOP_GRACE_S) -> bool:
@@ -206,29 +303,58 @@ def _probe_cluster_id(bootstrap: str, timeout_s: float) -> str | None:
 
 
 def _start(
-    port: int | None, data_dir: Path | None, version: str, timeout_s: float, rdir: Path
+    port: int | None,
+    data_dir: Path | None,
+    version: str,
+    timeout_s: float,
+    rdir: Path,
+    security: BrokerSecurity | None = None,
 ) -> BrokerInfo:
     libs = fetch(version)
     java = find_java()
     ddir = (data_dir or rdir / "data").expanduser().resolve()
     ddir.mkdir(parents=True, exist_ok=True)
+    last = _read_last_run(ddir)
+    # a broker of this data dir killed a moment ago may still be tearing down (its
+    # threads exit one by one): wait until it has let go of its sockets
+    _wait_released(last.get("pid"), last.get("pid_start"), ddir)
+    if security is None and last.get("security"):
+        security = BrokerSecurity.from_json(last["security"])
+        security.check()
+    taken: set[int] = set()
     if port is None:
-        port, cport = _free_ports(2)
+        port = _reuse_or_free(last.get("port"), taken)
     else:
         _check_port_free(port)
-        (cport,) = _free_ports(1, avoid={port})
+        taken.add(port)
+    cport = _reuse_or_free(last.get("controller_port"), taken)
+    last_listeners = dict(last.get("listeners") or {})
+    extra_ports = {
+        proto: _reuse_or_free(last_listeners.get(proto), taken)
+        for proto in (security.protocols if security is not None else ())
+    }
+    keystore = _write_keystore(ddir, security) if security is not None else None
+    _write_last_run(ddir, port, cport, extra_ports, security)
     props = ddir / PROPS_FILE
-    props.write_text(_server_properties(port, cport, ddir / KRAFT_LOG_DIR, version), "utf-8")
+    props.touch(mode=0o600)
+    props.chmod(0o600)  # it holds the PLAIN passwords of a secured broker
+    props.write_text(
+        _server_properties(
+            port, cport, ddir / KRAFT_LOG_DIR, version, extra_ports, security, keystore
+        ),
+        "utf-8",
+    )
     log_cfg = _write_log_config(ddir, version)
     extra = shlex.split(os.environ.get(JVM_OPTS_ENV, ""))
     jvm = [java, HEAP, *_jvm_flags(log_cfg), *extra, "-cp", f"{libs}/*"]
-    _format_storage(jvm, props, ddir)
+    _format_storage(jvm, props, ddir, security.users if security is not None else {})
 
     log_path = ddir / LOG_FILE
     if log_path.exists():
         log_path.replace(ddir / f"{LOG_FILE}.1")
     cmd = [*jvm, "kafka.Kafka", str(props)]
     pid = _spawn_detached(cmd, ddir, log_path)
+    _write_last_run(ddir, port, cport, extra_ports, security, pid)
     info = BrokerInfo(
         bootstrap=f"{HOST}:{port}",
         pid=pid,
@@ -237,6 +363,7 @@ def _start(
         log_path=log_path,
         controller_port=cport,
         version=version,
+        listeners={proto: f"{HOST}:{p}" for proto, p in extra_ports.items()},
     )
     _write_state(rdir, info)
     try:
@@ -281,7 +408,18 @@ def _spawn_detached(cmd: list[str], cwd: Path, log_path: Path) -> int:
     return int(pid_text[0])
 
 
-def _server_properties(port: int, cport: int, kraft_dir: Path, version: str) -> str:
+def _server_properties(
+    port: int,
+    cport: int,
+    kraft_dir: Path,
+    version: str,
+    extra_ports: Mapping[str, int] | None = None,
+    security: BrokerSecurity | None = None,
+    keystore: Path | None = None,
+) -> str:
+    extra_ports = extra_ports or {}
+    extra_listeners = "".join(f",{proto}://{HOST}:{p}" for proto, p in extra_ports.items())
+    extra_map = "".join(f",{proto}:{proto}" for proto in extra_ports)
     lines = [
         "# Generated by twin_stream.broker on every `up`; edits are overwritten.",
         "# KRaft combined mode: this one JVM is both the controller quorum and the broker.",
@@ -291,9 +429,9 @@ def _server_properties(port: int, cport: int, kraft_dir: Path, version: str) -> 
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=PLAINTEXT",
         # Bind to loopback only, advertise exactly what we bind.
-        f"listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}",
-        f"advertised.listeners=PLAINTEXT://{HOST}:{port}",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        f"listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}{extra_listeners}",
+        f"advertised.listeners=PLAINTEXT://{HOST}:{port}{extra_listeners}",
+        f"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{extra_map}",
         f"log.dirs={kraft_dir}",
         "",
         "# One node: every replication factor is 1 and every min ISR 1.  Kafka's defaults",
@@ -343,7 +481,132 @@ def _server_properties(port: int, cport: int, kraft_dir: Path, version: str) -> 
             "share.coordinator.state.topic.replication.factor=1",
             "share.coordinator.state.topic.min.isr=1",
         ]
+    if security is not None and extra_ports:
+        lines += _security_properties(security, extra_ports, keystore)
     return "\n".join(lines) + "\n"
+
+
+def _security_properties(
+    security: BrokerSecurity, extra_ports: Mapping[str, int], keystore: Path | None
+) -> list[str]:
+    """Per-listener TLS (PEM files) and SASL (SCRAM-SHA-512 + PLAIN) settings."""
+    plain_users = " ".join(f'user_{n}="{pw}"' for n, pw in security.users.items())
+    lines = [
+        "",
+        "# Extra listeners (BrokerSecurity); inter-broker traffic stays on PLAINTEXT.",
+        f"sasl.enabled.mechanisms={SCRAM_MECHANISM},PLAIN",
+        "ssl.client.auth=none",
+    ]
+    for proto in extra_ports:
+        name = proto.lower()
+        if proto in ("SSL", "SASL_SSL"):
+            lines += [
+                f"listener.name.{name}.ssl.keystore.type=PEM",
+                f"listener.name.{name}.ssl.keystore.location={keystore}",
+                f"listener.name.{name}.ssl.truststore.type=PEM",
+                f"listener.name.{name}.ssl.truststore.location={security.ca}",
+            ]
+        if proto.startswith("SASL"):
+            lines += [
+                f"listener.name.{name}.sasl.enabled.mechanisms={SCRAM_MECHANISM},PLAIN",
+                f"listener.name.{name}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                f"listener.name.{name}.plain.sasl.jaas.config="
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+            ]
+    return lines
+
+
+def _write_keystore(ddir: Path, security: BrokerSecurity) -> Path:
+    """Key + certificate chain in one PEM file (Kafka's file-based PEM keystore), mode 0600."""
+    path = ddir / KEYSTORE_FILE
+    text = Path(security.key).read_text("utf-8").strip() + "\n"
+    text += Path(security.cert).read_text("utf-8").strip() + "\n"
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text, "utf-8")
+    return path
+
+
+def _read_last_run(ddir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((ddir / LAST_RUN_FILE).read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        log.warning("ignoring unreadable %s", ddir / LAST_RUN_FILE)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_last_run(
+    ddir: Path,
+    port: int,
+    cport: int,
+    extra_ports: Mapping[str, int],
+    security: BrokerSecurity | None,
+    pid: int | None = None,
+) -> None:
+    data: dict[str, Any] = {
+        "port": port,
+        "controller_port": cport,
+        "listeners": dict(extra_ports),
+    }
+    if pid is not None:
+        data.update(pid=pid, pid_start=_start_time(pid))
+    if security is not None:
+        data["security"] = security.to_json()
+    tmp = ddir / f"{LAST_RUN_FILE}.tmp"
+    tmp.touch(mode=0o600)
+    tmp.chmod(0o600)  # the users' passwords, like server.properties
+    tmp.write_text(json.dumps(data, indent=2) + "\n", "utf-8")
+    tmp.replace(ddir / LAST_RUN_FILE)
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks after boot, from procfs), None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _wait_released(pid: Any, pid_start: Any, ddir: Path, timeout_s: float = 15.0) -> None:
+    """Wait while the process ``pid`` (started at ``pid_start``: not a reused pid) still
+    holds open files; a JVM killed with SIGKILL keeps its listening sockets until its
+    last thread is gone, a little after it stopped counting as running."""
+    if not isinstance(pid, int) or not isinstance(pid_start, int):
+        return
+    deadline = time.monotonic() + timeout_s
+    while _start_time(pid) == pid_start:
+        try:
+            if not any(True for _ in os.scandir(f"/proc/{pid}/fd")):
+                return  # a zombie: everything released
+        except OSError:
+            return
+        if _is_running(BrokerInfo("", pid, 0, ddir, ddir / LOG_FILE)):
+            return  # alive and well (not ours to wait for; the caller checked the state)
+        if time.monotonic() >= deadline:
+            log.warning("kafka broker pid %d is still exiting after %.0fs", pid, timeout_s)
+            return
+        time.sleep(0.05)
+
+
+def _reuse_or_free(previous: Any, taken: set[int]) -> int:
+    """``previous`` (a port of the last start) when it is free, else a free port; either
+    way not one of ``taken``, which it is added to."""
+    if isinstance(previous, int) and 0 < previous < 65536 and previous not in taken:
+        try:
+            _check_port_free(previous)
+        except BrokerError as exc:
+            log.warning("%s: the broker moves to another port", exc)
+        else:
+            taken.add(previous)
+            return previous
+    (port,) = _free_ports(1, avoid=taken)
+    taken.add(port)
+    return port
 
 
 def _write_log_config(ddir: Path, version: str) -> Path:
@@ -385,11 +648,28 @@ def _jvm_flags(log_cfg: Path) -> list[str]:
     ]
 
 
-def _format_storage(jvm: list[str], props: Path, ddir: Path) -> None:
-    """Run ``StorageTool format`` once per data dir (skipped when meta.properties exists)."""
+def _format_storage(
+    jvm: list[str], props: Path, ddir: Path, scram_users: Mapping[str, str] | None = None
+) -> None:
+    """Run ``StorageTool format`` once per data dir (skipped when meta.properties exists),
+    creating ``scram_users`` (SCRAM-SHA-512) in the bootstrap metadata."""
+    scram_users = scram_users or {}
+    users_file = ddir / "scram-users.json"
     if (ddir / KRAFT_LOG_DIR / "meta.properties").is_file():
+        try:
+            formatted = set(json.loads(users_file.read_text("utf-8")))
+        except (OSError, ValueError, TypeError):
+            formatted = set()
+        missing = sorted(set(scram_users) - formatted)
+        if missing:
+            raise BrokerError(
+                f"the data dir {ddir} was formatted without the SCRAM user(s) {missing}"
+                " (they are created only when a data dir is first formatted): use a new data dir"
+            )
         return
     cmd = [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)]
+    for name, password in scram_users.items():
+        cmd += ["--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]"]
     try:
         proc = subprocess.run(
             cmd,
@@ -404,10 +684,13 @@ def _format_storage(jvm: list[str], props: Path, ddir: Path) -> None:
     except subprocess.TimeoutExpired as exc:
         raise BrokerError(f"kafka StorageTool format timed out in {ddir}") from exc
     if proc.returncode != 0:
+        output = _tail_text(proc.stdout)
+        for password in scram_users.values():
+            output = output.replace(password, "***")
         raise BrokerError(
-            f"kafka StorageTool format failed (exit {proc.returncode}) for {props}:\n"
-            + _tail_text(proc.stdout)
+            f"kafka StorageTool format failed (exit {proc.returncode}) for {props}:\n" + output
         )
+    users_file.write_text(json.dumps(sorted(scram_users)) + "\n", "utf-8")
 
 
 def _cluster_id() -> str:
@@ -480,12 +763,15 @@ def _wait_ready(info: BrokerInfo, timeout_s: float, rdir: Path) -> None:
         found = _probe_cluster_id(info.bootstrap, timeout_s=max(1.0, min(5.0, remaining)))
         if found is not None:
             expected = _cluster_id_of(info.data_dir)
-            if expected is None or found == expected:
+            if (expected is None or found == expected) and all(
+                _accepts(addr) for addr in info.listeners.values()
+            ):
                 return
-            raise BrokerError(
-                f"{info.bootstrap} is answered by another Kafka cluster ({found}), not the"
-                f" broker in {info.data_dir} ({expected}); pick another port"
-            )
+            if expected is not None and found != expected:
+                raise BrokerError(
+                    f"{info.bootstrap} is answered by another Kafka cluster ({found}), not the"
+                    f" broker in {info.data_dir} ({expected}); pick another port"
+                )
         if time.monotonic() >= deadline:
             raise BrokerError(
                 f"kafka broker (pid {info.pid}) did not answer on {info.bootstrap} within"
@@ -493,6 +779,15 @@ def _wait_ready(info: BrokerInfo, timeout_s: float, rdir: Path) -> None:
                 + _log_tail(info.log_path)
             )
         time.sleep(0.25)
+
+
+def _accepts(address: str) -> bool:
+    host, _, port_s = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port_s)), timeout=1.0):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 async def _metadata_probe(bootstrap: str, timeout_s: float) -> str | None:
@@ -646,9 +941,17 @@ def _write_state(rdir: Path, info: BrokerInfo) -> None:
 
 
 def _check_compatible(
-    info: BrokerInfo, port: int | None, data_dir: Path | None, version: str
+    info: BrokerInfo,
+    port: int | None,
+    data_dir: Path | None,
+    version: str,
+    security: BrokerSecurity | None = None,
 ) -> None:
     problems = []
+    if security is not None:
+        lacking = [p for p in security.protocols if p not in info.listeners]
+        if lacking:
+            problems.append(f"no {'/'.join(lacking)} listener (asked)")
     if port is not None and port != info.port:
         problems.append(f"port {info.port} (asked {port})")
     if data_dir is not None and data_dir.expanduser().resolve() != info.data_dir:
