@@ -29,7 +29,8 @@ COPY settings/twin-settings.json /etc/twin/twin-settings.json
 
 USER twin
 WORKDIR /var/lib/twin
-# faust's web server (metrics at /twin/metrics/), bound to 127.0.0.1 inside the container
+# the worker's web server: /metrics (Prometheus), /twin/metrics/, /twin/health/live/ and
+# /twin/health/ready/; bound to 127.0.0.1 unless TWIN_WORKER__WEB_BIND says otherwise
 EXPOSE 6066
 
 ENTRYPOINT ["twin-stream"]

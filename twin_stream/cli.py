@@ -31,7 +31,12 @@ settings_app = typer.Typer(help="Inspect and check settings.", no_args_is_help=T
 broker_app = typer.Typer(
     help="A local single-node Kafka (KRaft) for development and tests.", no_args_is_help=True
 )
+state_app = typer.Typer(
+    help="Inspect and repair one battery's stored state (live table or replay state file).",
+    no_args_is_help=True,
+)
 app.add_typer(settings_app, name="settings")
+app.add_typer(state_app, name="state")
 app.add_typer(broker_app, name="broker")
 
 out = Console()
@@ -267,6 +272,67 @@ def worker(
         fail(str(exc))
     except Exception as exc:  # a worker that cannot start says why in one line
         fail(f"worker: {type(exc).__name__}: {exc}")
+
+
+StateFileOpt = Annotated[
+    Path | None,
+    typer.Option("--file", help="a replay state file (replay --state) instead of the live table"),
+]
+
+
+@state_app.command("show")
+def state_show(
+    battery_id: Annotated[str, typer.Argument(help="the battery")],
+    settings: SettingsOpt = None,
+    file: StateFileOpt = None,
+) -> None:
+    """Print the battery's stored state as JSON (live: the last changelog record)."""
+    from twin_stream import state_tool as st
+
+    cfg = _settings(settings)
+    try:
+        value = (
+            st.file_show(file, battery_id)
+            if file is not None
+            else st.run(st.topic_show(cfg, battery_id))
+        )
+    except st.StateToolError as exc:
+        fail(str(exc))
+    if value is None:
+        fail(f"no stored state for {battery_id!r}", code=1)
+    out.print_json(json.dumps(value))
+
+
+@state_app.command("reset")
+def state_reset(
+    battery_id: Annotated[str, typer.Argument(help="the battery")],
+    frontier: Annotated[
+        bool,
+        typer.Option("--frontier", help="forget the event-time frontier (keep the models' state)"),
+    ] = False,
+    everything: Annotated[
+        bool, typer.Option("--all", help="delete the battery's whole state")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="write even while workers of the group run")] = False,
+    settings: SettingsOpt = None,
+    file: StateFileOpt = None,
+) -> None:
+    """Repair a battery's state, e.g. after a far-future timestamp made its frontier useless.
+    Live: stop the workers first; the next worker to take the battery loads the repair."""
+    from twin_stream import state_tool as st
+
+    if frontier == everything:
+        fail("say what to reset: --frontier or --all")
+    cfg = _settings(settings)
+    try:
+        if file is not None:
+            st.file_reset(file, battery_id, everything)
+        else:
+            st.run(st.topic_reset(cfg, battery_id, everything, force=force))
+    except st.StateToolError as exc:
+        fail(str(exc))
+    what = "deleted" if everything else "frontier cleared"
+    err.print(f"{battery_id}: {what} ({file or st.changelog_topic(cfg)})", highlight=False)
 
 
 @app.command()

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 import zlib
@@ -197,7 +200,7 @@ def test_a_second_partitioner_does_not_fork_a_batterys_state(live: LiveRun, tmp_
     text = body.decode()
     assert status == 200
     assert f"twin_processed_total {float(n1 + n2)}" in text
-    assert f'twin_dead_letters_total{{reason="misrouted"}} 0.0' in text
+    assert 'twin_dead_letters_total{reason="misrouted"} 0.0' in text
     assert f"twin_rerouted_total {float(expected_misrouted)}" in text
     assert "twin_broker_connected 1.0" in text
     status, body = http(worker.port, "/twin/health/live/")
@@ -207,3 +210,57 @@ def test_a_second_partitioner_does_not_fork_a_batterys_state(live: LiveRun, tmp_
     # faust's table views (every battery's state, unauthenticated) are off by default
     status, _ = http(worker.port, "/table/battery-state/")
     assert status == 404
+
+
+def _cli(live: LiveRun, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
+    env.update(live.env)
+    return subprocess.run(
+        [sys.executable, "-m", "twin_stream.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_state_tool_shows_and_repairs_a_batterys_frontier(live: LiveRun, tmp_path: Path) -> None:
+    fleet = simulate_file(tmp_path / "fleet.jsonl", batteries=2, cells=4, duration_s=120)
+    records = [orjson.loads(line) for line in fleet.read_bytes().splitlines()]
+    bid = records[0]["battery_id"]
+    mine = tmp_path / "mine.jsonl"
+    mine.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records if r["battery_id"] == bid))
+    last_ts = max(r["ts"] for r in records if r["battery_id"] == bid)
+    live.ensure_topics()
+    worker = live.start_worker("w")
+    worker.wait_metrics()
+    n = live.publish(fleet)
+    wait_for(lambda: (worker.metrics() or {}).get("processed", 0) >= n, 60, "the fleet")
+    live.wait_input_committed(timeout=30)
+
+    refused = _cli(live, "state", "reset", bid, "--frontier")
+    assert refused.returncode == 2 and "stop the workers first" in refused.stderr, refused
+    assert worker.stop() == 0, worker.tail()
+
+    shown = _cli(live, "state", "show", bid)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["engine"]["last_ts"] == last_ts
+    fixed = _cli(live, "state", "reset", bid, "--frontier")
+    assert fixed.returncode == 0, fixed.stderr
+    engine = json.loads(_cli(live, "state", "show", bid).stdout)["engine"]
+    assert engine["last_ts"] is None and engine["models"]  # the models' state is kept
+
+    # the restarted worker loads the repair: the battery's records are taken again
+    worker = live.start_worker("w2")
+    worker.wait_metrics()
+    again = live.publish(mine)
+    wait_for(
+        lambda: (worker.metrics() or {}).get("processed", 0) >= again,
+        60,
+        "the battery's records after the repair",
+        on_timeout=worker.tail,
+    )
+    m = worker.metrics() or {}
+    assert m["processed"] == again and m["late"] == 0 and m["duplicates"] == 0, m
+    other = _cli(live, "state", "show", "no-such-battery")
+    assert other.returncode == 1 and "no stored state" in other.stderr

@@ -1,6 +1,7 @@
 """A broker killed with kill -9 and restarted on the same port: the worker's liveness turns
 red within 10 s and green again after, it recovers by itself, no telemetry_stale storm (the
 twin was deaf, not the batteries), and its outputs equal a replay (nothing lost or doubled).
+Then SIGTERM while the broker is down: the worker exits within worker.shutdown_timeout_s.
 
 Runs its own broker (the session's is shared by the other tests)."""
 
@@ -47,7 +48,11 @@ def test_broker_kill9_and_restart_on_the_same_port(tmp_path: Path) -> None:
 
 def _scenario(bootstrap: str, port: int, run_dir: Path, data_dir: Path, tmp_path: Path) -> None:
     stale_after = 12
-    overrides = {"TWIN_WORKER__STALE_AFTER_S": str(stale_after)}
+    shutdown_timeout = 8
+    overrides = {
+        "TWIN_WORKER__STALE_AFTER_S": str(stale_after),
+        "TWIN_WORKER__SHUTDOWN_TIMEOUT_S": str(shutdown_timeout),
+    }
     with LiveRun(bootstrap, tmp_path / "live", "outage", overrides) as live:
         fleet = simulate_file(tmp_path / "fleet.jsonl", batteries=4, cells=8, duration_s=300)
         first, second = split(fleet)
@@ -98,3 +103,16 @@ def _scenario(bootstrap: str, port: int, run_dir: Path, data_dir: Path, tmp_path
         assert stale == [], stale  # the twin was deaf, not the batteries
         assert_same_outputs(got, want)  # nothing lost or doubled across the outage
         print(f"liveness red {red_after:.1f} s after kill -9, green {green_after:.1f} s after up")
+
+        # SIGTERM while the broker is down: the worker exits within its shutdown timeout
+        # (faust alone took 62-126 s; an orchestrator grants 30)
+        broker = status(run_dir=run_dir)
+        assert broker is not None
+        os.kill(broker.pid, signal.SIGKILL)
+        wait_for(lambda: live_status(worker.port) == 503, 15, "liveness to turn red again")
+        t_term = time.monotonic()
+        worker.kill(signal.SIGTERM)
+        worker.proc.wait(shutdown_timeout + 10)
+        took = time.monotonic() - t_term
+        assert took <= shutdown_timeout + 5, took
+        print(f"SIGTERM with the broker down: exited in {took:.1f} s")

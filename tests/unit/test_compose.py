@@ -276,7 +276,8 @@ def test_worker_settings_fit_the_broker(worker: dict[str, Any], kafka: dict[str,
     assert Path(s.worker.data_dir).is_absolute(), "state in a known folder of the image"
     assert s.worker.data_dir in DOCKERFILE.read_text("utf-8"), "the image creates it"
     check = " ".join(as_list(worker["healthcheck"]["test"]))
-    assert f":{s.worker.web_port}/twin/metrics/" in check
+    assert f":{s.worker.web_port}/twin/health/live/" in check
+    assert s.worker.shutdown_timeout_s < _seconds(worker["stop_grace_period"])
 
 
 # --------------------------------------------------------------------------- Dockerfile
@@ -397,3 +398,8 @@ def test_documented_defaults_equal_the_models() -> None:
         "settings/twin-settings.json drifted from the Settings defaults: regenerate it with "
         "`twin-stream settings show` (no file, no TWIN_ environment)"
     )
+
+
+def _seconds(text: str) -> float:
+    assert text.endswith("s"), text
+    return float(text[:-1])
