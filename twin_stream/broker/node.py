@@ -75,6 +75,8 @@ HEAP = "-Xmx512m"
 JVM_OPTS_ENV = "TWIN_BROKER_JVM_OPTS"
 """Extra JVM options (shell-split) appended to the broker's command line."""
 STOP_GRACE_S = 30.0
+PORT_SETTLE_S = 5.0
+"""How long ``up`` waits for the busy ports of the last start before taking new ones."""
 _LOG_TAIL_LINES = 40
 
 
@@ -322,15 +324,16 @@ def _start(
         security = BrokerSecurity.from_json(last["security"])
         security.check()
     taken: set[int] = set()
+    settle = time.monotonic() + PORT_SETTLE_S
     if port is None:
-        port = _reuse_or_free(last.get("port"), taken)
+        port = _reuse_or_free(last.get("port"), taken, settle)
     else:
-        _check_port_free(port)
+        _wait_port_free(port, settle)
         taken.add(port)
-    cport = _reuse_or_free(last.get("controller_port"), taken)
+    cport = _reuse_or_free(last.get("controller_port"), taken, settle)
     last_listeners = dict(last.get("listeners") or {})
     extra_ports = {
-        proto: _reuse_or_free(last_listeners.get(proto), taken)
+        proto: _reuse_or_free(last_listeners.get(proto), taken, settle)
         for proto in (security.protocols if security is not None else ())
     }
     keystore = _write_keystore(ddir, security) if security is not None else None
@@ -593,12 +596,26 @@ def _wait_released(pid: Any, pid_start: Any, ddir: Path, timeout_s: float = 15.0
         time.sleep(0.05)
 
 
-def _reuse_or_free(previous: Any, taken: set[int]) -> int:
+def _wait_port_free(port: int, settle_until: float) -> None:
+    """:func:`_check_port_free`, tried again until the monotonic time ``settle_until``."""
+    while True:
+        try:
+            _check_port_free(port)
+            return
+        except BrokerError:
+            if time.monotonic() >= settle_until:
+                raise
+            time.sleep(0.05)
+
+
+def _reuse_or_free(previous: Any, taken: set[int], settle_until: float = 0.0) -> int:
     """``previous`` (a port of the last start) when it is free, else a free port; either
-    way not one of ``taken``, which it is added to."""
+    way not one of ``taken``, which it is added to.  A busy ``previous`` is tried again
+    until the monotonic time ``settle_until``: the sockets of a killed broker linger in
+    the kernel for some 10-100 ms after its process is gone."""
     if isinstance(previous, int) and 0 < previous < 65536 and previous not in taken:
         try:
-            _check_port_free(previous)
+            _wait_port_free(previous, settle_until)
         except BrokerError as exc:
             log.warning("%s: the broker moves to another port", exc)
         else:
