@@ -10,8 +10,8 @@
    `worker.log` in the run's temp folder, which is removed after a clean run and kept (and
    its tail printed) when the worker failed.
 4. A simulated fleet (`twin_stream.simulate`) with injected faults (an over-voltage cell, a
-   weak cell, a dropout plus a battery that falls silent at the end, bad records), starting
-   at the current time, published keyed by battery_id at `speed` times real time (by a
+   weak cell, a dropout plus a battery that falls silent at the end, bad records), its span
+   ending at the current time, published keyed by battery_id at `speed` times real time (by a
    paced producer here: the records are in memory, and bad records may not be JSON at all).
 5. The output topics are read (read_committed: only what the worker's transactions
    committed) and shown with rich: alerts as coloured lines, estimates as a live per-battery
@@ -418,7 +418,9 @@ def _simulate(
             capacity_ah=d.capacity_ah or 100.0,
             duration_s=sim_s,
             hz=1.0,
-            start_ms=int(time.time()) * 1000,
+            # the simulated span ends now: paced at `speed` x real time, event time never
+            # runs ahead of the clock (records beyond engine.max_clock_skew_s are refused)
+            start_ms=(int(time.time()) - int(sim_s)) * 1000,
             seed=seed,
             faults=FaultSpec(**faults),
         )

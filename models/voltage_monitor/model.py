@@ -256,13 +256,26 @@ class VoltageMonitor(Model):
             sel = chunk.cells[rows]
             vmin = np.fmin.reduce(sel, axis=1)
             vmax = np.fmax.reduce(sel, axis=1)
+            vmean = _nanmean_rows(sel)
             name = self.name
-            for r, lo, hi in zip(rows.tolist(), vmin.tolist(), vmax.tolist(), strict=True):
+            for r, lo, hi, mean in zip(
+                rows.tolist(), vmin.tolist(), vmax.tolist(), vmean.tolist(), strict=True
+            ):
                 if lo != lo:  # NaN: no cell reading in this sample
                     continue
                 ts = int(chunk.ts[r])
                 ranked.append(((r, 1, 0), Estimate(ts, name, "min_cell_voltage", lo, "V", None)))
                 ranked.append(((r, 1, 1), Estimate(ts, name, "max_cell_voltage", hi, "V", None)))
+                ranked.append(
+                    ((r, 1, 2), Estimate(ts, name, "mean_cell_voltage", mean, "V", None))
+                )
+        if self._emit_estimates and rows.size and chunk.temps.shape[1]:
+            tmax = np.fmax.reduce(chunk.temps[rows], axis=1)
+            name = self.name
+            for r, hot in zip(rows.tolist(), tmax.tolist(), strict=True):
+                if hot == hot:  # not NaN: some sensor read
+                    est = Estimate(int(chunk.ts[r]), name, "max_temperature", hot, "degC", None)
+                    ranked.append(((r, 1, 3), est))
 
         ranked.sort(key=lambda item: item[0])
         new_state: State = {"version": STATE_VERSION, "channels": channels, "last_slot": new_slot}
@@ -370,3 +383,13 @@ class VoltageMonitor(Model):
             unit=unit,
             message=message,
         )
+
+
+def _nanmean_rows(m: FloatArray) -> FloatArray:
+    """Mean of the finite values of each row (NaN where a row has none)."""
+    finite = np.isfinite(m)
+    count = finite.sum(axis=1)
+    total = np.where(finite, m, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out: FloatArray = np.where(count > 0, total / count, np.nan)
+    return out

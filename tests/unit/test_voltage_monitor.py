@@ -313,11 +313,25 @@ def test_min_max_cell_voltage_estimates_at_cadence():
     assert est == [
         (0, "min_cell_voltage", 3.75),
         (0, "max_cell_voltage", 3.80),
+        (0, "mean_cell_voltage", pytest.approx((3.80 + 3.75 + 3.80) / 3, abs=1e-12)),
         (60_000, "min_cell_voltage", 3.75),
         (60_000, "max_cell_voltage", 3.95),
+        (60_000, "mean_cell_voltage", pytest.approx((3.80 + 3.75 + 3.95) / 3, abs=1e-12)),
     ]
     out, _ = run(make_model("NMC", emit_cell_voltage_estimates=False), make_chunk(cells))
     assert out == []
+
+
+def test_hottest_sensor_estimate_at_cadence_ignores_missing_sensors():
+    n = 61
+    temps = np.full((n, 3), 25.0)
+    temps[:, 2] = np.nan  # a dead sensor never hides the others
+    temps[0, 1] = 31.5
+    temps[60, 0] = 40.25
+    out, _ = run(make_model("NMC"), make_chunk(temps=temps))
+    hot = [(o.ts - T0, o.value) for o in out if isinstance(o, Estimate)]
+    assert hot == [(0, 31.5), (60_000, 40.25)]
+    assert {o.name for o in out if isinstance(o, Estimate)} == {"max_temperature"}
 
 
 # --------------------------------------------------------------------------- contract
