@@ -25,12 +25,13 @@ right partition within the chunk's transaction (or dead-lettered, `worker.misrou
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import operator
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,7 +52,17 @@ from agents.faust_compat import (
     persist_changelog_offsets_on_commit,
     reset_local_state_on_assign,
 )
-from agents.health import BrokerMonitor, lag, liveness, prometheus_text, readiness
+from agents.health import (
+    CHUNK_RECORDS_BUCKETS,
+    INPUT_AGE_BUCKETS,
+    SECONDS_BUCKETS,
+    BrokerMonitor,
+    Histogram,
+    lag,
+    liveness,
+    prometheus_text,
+    readiness,
+)
 from agents.stale import StaleTracker, stale_alert
 from twin_stream.chunk import group_by
 from twin_stream.codec import DeadLetter, Decoder, Row, dead_letter
@@ -89,6 +100,16 @@ class TwinApp:
     chunks: int = 0  # chunks processed, and the input events they held
     chunk_events: int = 0
     input_age_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    # Prometheus histograms (agents.health.Histogram) and alerts sent by (code, severity, status)
+    chunk_records: Histogram = field(default_factory=lambda: Histogram(CHUNK_RECORDS_BUCKETS))
+    chunk_seconds: Histogram = field(default_factory=lambda: Histogram(SECONDS_BUCKETS))
+    chunk_commit_wait: Histogram = field(default_factory=lambda: Histogram(SECONDS_BUCKETS))
+    input_age: Histogram = field(default_factory=lambda: Histogram(INPUT_AGE_BUCKETS))
+    alerts_sent: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+
+    def count_alert(self, alert: dict[str, Any]) -> None:
+        """An alert record sent: counted by code, severity and status (`twin_alerts_sent`)."""
+        self.alerts_sent[(str(alert["code"]), str(alert["severity"]), str(alert["status"]))] += 1
 
     async def raise_stale(self, due: list[tuple[str, int, float]]) -> None:
         """Raise `telemetry_stale` for batteries silent too long (`StaleTracker.due`).
@@ -112,12 +133,9 @@ class TwinApp:
                     stored = self.table.get(key)
                     if stored:
                         self.table[key] = {**stored, "stale": True}
-                await txn.send(
-                    t.alerts,
-                    key,
-                    orjson.dumps(stale_alert(bid, True, silent, w.stale_after_s)),
-                    source_partition=p,
-                )
+                alert = stale_alert(bid, True, silent, w.stale_after_s)
+                await txn.send(t.alerts, key, orjson.dumps(alert), source_partition=p)
+                self.count_alert(alert)
 
     def metrics(self) -> dict[str, Any]:
         m: dict[str, Any] = dict(self.engine.metrics.as_dict())
@@ -147,6 +165,14 @@ class TwinApp:
                 "max": round(ages[-1]),
             }
         m["events_per_chunk"] = round(self.chunk_events / self.chunks, 1) if self.chunks else 0
+        m["chunk_records"] = self.chunk_records.as_dict()
+        m["chunk_seconds"] = self.chunk_seconds.as_dict()
+        m["chunk_commit_wait_seconds"] = self.chunk_commit_wait.as_dict()
+        m["input_age_seconds"] = self.input_age.as_dict()
+        m["alerts_sent"] = [
+            {"code": c, "severity": s, "status": st, "count": n}
+            for (c, s, st), n in sorted(self.alerts_sent.items())
+        ]
         return m
 
     def lag(self) -> dict[int, int]:
@@ -166,6 +192,27 @@ class TwinApp:
             time.monotonic() - self.started,
         )
 
+    async def hearing(self, partitions: set[int]) -> set[int]:
+        """Input partitions this worker has read up to the broker's last stable offset (as of
+        the last probe), while the broker answers and no rebalance runs."""
+        monitor = self.monitor
+        if monitor is None or not monitor.connected or self.app.rebalancing:
+            return set()
+        out: set[int] = set()
+        for p in partitions:
+            end = monitor.end_offsets.get(p)
+            if end is None:
+                continue
+            try:  # the consumer's fetch position (past transaction markers too)
+                pos = await asyncio.wait_for(
+                    self.app.consumer.position(TP(self.settings.topics.input, p)), 1.0
+                )
+            except Exception:  # not known now (seeking, reconnecting): not hearing
+                continue
+            if pos is not None and pos >= end:
+                out.add(p)
+        return out
+
     def ready(self) -> Any:
         app = self.app
         assigned = len(
@@ -182,10 +229,16 @@ class TwinApp:
         table writes and offsets commit together, or not at all."""
         assert self.txn is not None
         if records and records[0].timestamp:  # aiokafka: producer/broker time in ms
-            self.input_age_ms.append(time.time() * 1000 - records[0].timestamp)
+            age_ms = time.time() * 1000 - records[0].timestamp
+            self.input_age_ms.append(age_ms)
+            self.input_age.observe(max(0.0, age_ms / 1000))
         try:
+            t0 = time.monotonic()
             async with self.txn.chunk() as txn:
+                t1 = time.monotonic()
+                self.chunk_commit_wait.observe(t1 - t0)
                 await self._chunk(txn, records)
+                self.chunk_seconds.observe(time.monotonic() - t1)
         except BaseException as exc:
             # unless the chunk completed, nothing may be committed any more (a cancelled
             # worker would otherwise commit its partial outputs with the next commit)
@@ -241,6 +294,7 @@ class TwinApp:
         dead_origin: list[int] = []
         self.chunks += 1
         self.chunk_events += len(records)
+        self.chunk_records.observe(len(records))
         # one batch through the decoder: the simdjson fast path replay uses
         self.decoder.decode_many(
             [(m.value or b"", f"{m.topic}[{m.partition}]@{m.offset}") for m in records],
@@ -295,16 +349,14 @@ class TwinApp:
             # back from silence: the raise may be known only from the table (a restart)
             was_stale = self.stale.seen(bid, part, wall) or bool(stored and stored.get("stale"))
             if was_stale:
-                await txn.send(
-                    t.alerts,
-                    key,
-                    orjson.dumps(stale_alert(bid, False, 0.0, self.settings.worker.stale_after_s)),
-                    source_partition=part,
-                )
+                clear = stale_alert(bid, False, 0.0, self.settings.worker.stale_after_s)
+                await txn.send(t.alerts, key, orjson.dumps(clear), source_partition=part)
+                self.count_alert(clear)
             with current_event(ev):
                 self.table[key] = {"engine": res.state, "seen": wall}
             for out in res.alerts:
                 await txn.send(t.alerts, key, orjson.dumps(out), source_partition=part)
+                self.count_alert(out)
             for out in res.estimates:
                 await txn.send(t.estimates, key, orjson.dumps(out), source_partition=part)
             out_dead.extend((d, record_of[bid]) for d in res.dead)
@@ -493,7 +545,6 @@ def build_app(
         t.input,
         broker_timeout_s=w.broker_timeout_s,
         probe_interval_s=min(2.0, w.broker_timeout_s / 4),
-        on_reconnect=twin.stale.pardon,
     )
     if per_event:
         sender = FaustSender({getattr(t, n): topic for n, topic in twin.topics.items()})
@@ -550,17 +601,24 @@ def build_app(
     async def probe_broker() -> None:
         await monitor.run(lambda: bool(app.should_stop))
 
+    last_check = [time.time()]
+
     @app.timer(interval=min(1.0, w.stale_after_s / 4))
     async def stale_check() -> None:
-        if not monitor.connected:
-            return  # the twin is deaf, not the batteries: pardoned when the broker is back
+        now = time.time()
+        elapsed, last_check[0] = now - last_check[0], now
         active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == t.input}
         todo = unseeded & active
         recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
         if todo and recovered and not app.rebalancing:
             _seed_from_table(twin, todo)
             unseeded.difference_update(todo)
-        due = twin.stale.due(time.time(), active)
+        # A battery is silent only while the twin hears its partition (broker answering,
+        # its input read to the end): the time the twin was deaf -- a broker outage, the
+        # rebalance after it, a backlog -- is nobody's silence.
+        hearing = await twin.hearing(active)
+        twin.stale.hold(active - hearing, elapsed)
+        due = twin.stale.due(now, hearing)
         if not due:
             return
         if twin.txn is None:  # the per-event baseline: plain sends
@@ -652,9 +710,7 @@ def run_worker(
     per_event: bool = False,
 ) -> None:
     """Run the worker in this process until stopped (SIGINT/SIGTERM)."""
-    import asyncio
-
-    from faust.worker import Worker
+    from faust.worker import Worker as FaustWorker
 
     from twin_stream.kafka_io import ensure_topics
 
@@ -662,7 +718,8 @@ def run_worker(
     twin = build_app(settings, data_dir=data_dir, web_port=web_port, per_event=per_event)
     w = settings.worker
 
-    class TwinWorker(Worker):  # type: ignore[misc]
+    class Worker(FaustWorker):  # type: ignore[misc]
+        # named Worker: faust logs "[^Worker]: Ready", which `twin-stream demo` waits for
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
             super().on_setup_root_logger(logger, level)
             if w.log_rate_limit_s > 0:  # an outage logged ~230 lines/s of reconnect errors
@@ -678,7 +735,7 @@ def run_worker(
             _exit_after(w.shutdown_timeout_s, "SIGINT")
             super()._on_sigint()
 
-    worker = TwinWorker(twin.app, loglevel=loglevel, quiet=True)
+    worker = Worker(twin.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
 
 

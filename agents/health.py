@@ -13,6 +13,12 @@ needs assigned partitions and a finished recovery.
 While the broker is unreachable the twin is deaf, not the batteries: the stale timer holds
 off, and when the broker is back every battery's silence is pardoned by the time the twin
 was deaf (`on_reconnect`).
+
+`prometheus_text` exposes `TwinApp.metrics()` (counters, dead letters by reason, alerts sent
+by code/severity/status, gauges, consumer lag per partition, and the histograms of chunk
+records, chunk duration, commit wait and input age kept by `Histogram`); every family is
+named `twin_*`. deploy/grafana/dashboards/twin-stream.json charts them (its metric names are
+checked against this exposition by tests/unit/test_compose.py).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,6 +199,52 @@ def readiness(live: Health, assigned: int, recovered: bool, rebalancing: bool) -
 
 # -- Prometheus -------------------------------------------------------------------------------
 
+# Bucket upper bounds (Prometheus `le`) of the worker's histograms.
+CHUNK_RECORDS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000)
+SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+INPUT_AGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as Prometheus clients write `le` (1 -> "1.0", inf -> "+Inf")."""
+    from prometheus_client.utils import floatToGoString
+
+    return str(floatToGoString(bound))
+
+
+@dataclass
+class Histogram:
+    """A Prometheus histogram kept in plain Python (no registry, no lock: the worker's event
+    loop is its only writer): fixed bucket bounds, a count per bucket, sum and count.
+    `as_dict()` is its JSON form (cumulative counts by `le`, "+Inf" = count), which
+    `prometheus_text` exposes as a histogram family."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)  # per bucket; the last: above all bounds
+    sum: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        if any(b >= c for b, c in zip(self.bounds, self.bounds[1:], strict=False)):
+            raise ValueError(f"histogram bounds must increase: {self.bounds}")
+        if not self.counts:
+            self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # the first bound >= value
+        self.sum += value
+        self.count += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        buckets: dict[str, int] = {}
+        total = 0
+        for bound, n in zip(self.bounds, self.counts, strict=False):
+            total += n
+            buckets[_le(bound)] = total
+        buckets["+Inf"] = self.count
+        return {"buckets": buckets, "sum": self.sum, "count": self.count}
+
+
 _COUNTERS = {
     "records": "valid telemetry records handed to the engine",
     "processed": "records run through the models",
@@ -214,6 +267,18 @@ _DEAD_REASONS = {  # reason label -> key of TwinApp.metrics()
     "unkeyed": "unkeyed",
     "misrouted": "misrouted_dead_letters",
 }
+_HISTOGRAMS = {  # key of TwinApp.metrics() (a Histogram.as_dict()) -> (name, help)
+    "chunk_records": ("chunk_records", "input records per chunk"),
+    "chunk_seconds": ("chunk_duration_seconds", "seconds of work per chunk (decode to sends)"),
+    "chunk_commit_wait_seconds": (
+        "chunk_commit_wait_seconds",
+        "seconds a chunk waited for a commit or rebalance in progress before it ran",
+    ),
+    "input_age_seconds": (
+        "input_age_seconds",
+        "age of a chunk's first input record (producer/broker timestamp) when the chunk starts",
+    ),
+}
 _GAUGES = {
     "batteries": "batteries seen by this worker since start",
     "tracked_batteries": "batteries watched for silence",
@@ -229,7 +294,11 @@ def _name(n: str) -> str:
 def prometheus_text(metrics: Mapping[str, Any]) -> bytes:
     """The worker's metrics (`TwinApp.metrics()`) in the Prometheus text format."""
     from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
 
     class _Collector:
         def collect(self) -> Iterator[Any]:
@@ -242,6 +311,23 @@ def prometheus_text(metrics: Mapping[str, Any]) -> bytes:
             for reason, key in _DEAD_REASONS.items():
                 dead.add_metric([reason], float(metrics.get(key, 0)))
             yield dead
+            sent = CounterMetricFamily(
+                _name("alerts_sent"),
+                "alert records sent (models' and telemetry_stale), by code, severity, status",
+                labels=["code", "severity", "status"],
+            )
+            for a in metrics.get("alerts_sent") or []:
+                sent.add_metric([a["code"], a["severity"], a["status"]], float(a["count"]))
+            yield sent
+            for key, (name, doc) in _HISTOGRAMS.items():
+                hist = metrics.get(key)
+                if hist:
+                    yield HistogramMetricFamily(
+                        _name(name),
+                        doc,
+                        buckets=[(le, float(n)) for le, n in hist["buckets"].items()],
+                        sum_value=float(hist["sum"]),
+                    )
             for key, doc in _GAUGES.items():
                 if key in metrics:
                     yield GaugeMetricFamily(_name(key), doc, value=float(metrics[key]))

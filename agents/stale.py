@@ -1,7 +1,9 @@
 """Silence detection: a battery that sent nothing for `stale_after_s` of wall-clock time gets a
 `telemetry_stale` alert (raised), cleared when it sends again.
 
-Wall clock is used here and only here (DESIGN: event time drives the models). The tracker is
+Wall clock is used here and only here (DESIGN: event time drives the models). Silence counts
+only while the twin hears a battery's partition (`hold`): a broker outage, a rebalance or a
+backlog is the twin's deafness, not the batteries' silence. The tracker is
 per worker and in memory, seeded from the table when partitions arrive: each battery's
 last-seen time, and whether its raise is out (the `stale` mark, committed with the raise by
 `TwinApp.raise_stale`), so a restart neither repeats a raise nor loses its clear.
@@ -67,10 +69,14 @@ class StaleTracker:
                 out.append((bid, partition, silent))
         return out
 
-    def pardon(self, seconds: float) -> None:
-        """The twin itself heard nothing for `seconds` (the broker was unreachable): that
-        time does not count as any battery's silence."""
-        self.last_seen = {b: (t + seconds, p) for b, (t, p) in self.last_seen.items()}
+    def hold(self, partitions: set[int], seconds: float) -> None:
+        """The twin did not hear these partitions for `seconds` (broker unreachable,
+        rebalancing, input not read to the end): that time is no battery's silence."""
+        if not partitions or seconds <= 0:
+            return
+        for bid, (t, p) in self.last_seen.items():
+            if p in partitions:
+                self.last_seen[bid] = (t + seconds, p)
 
     def forget_partitions(self, partitions: set[int]) -> None:
         for bid in [b for b, (_, p) in self.last_seen.items() if p in partitions]:

@@ -23,6 +23,18 @@ def test_stale_tracker_reports_each_silence_once_and_only_for_active_partitions(
     assert set(t.last_seen) == {"a"} and t.stale == set()
 
 
+def test_time_the_twin_was_deaf_is_no_batterys_silence() -> None:
+    t = StaleTracker(stale_after_s=10.0)
+    t.seen("a", 0, now=100.0)
+    t.seen("b", 1, now=100.0)
+    t.hold({0}, 30.0)  # partition 0 not heard for 30 s (outage, rebalance, backlog)
+    t.hold({1}, 0.0)
+    t.hold(set(), 99.0)
+    assert t.due(135.0, {0, 1}) == [("b", 1, 35.0)]
+    assert t.due(139.9, {0, 1}) == []
+    assert t.due(140.0, {0, 1}) == [("a", 0, 10.0)]  # silent 10 s of heard time
+
+
 def test_stale_alert_record() -> None:
     a = stale_alert("bat-1", True, 31.25, 30.0, now_ms=1_767_225_600_000)
     assert a["ts"] == "2026-01-01T00:00:00.000Z" and a["status"] == "raised"
