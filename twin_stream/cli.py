@@ -94,6 +94,12 @@ def replay(
     progress: Annotated[
         bool, typer.Option(help="progress bar (default: on a terminal)")
     ] = sys.stderr.isatty(),
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report", help="also write DIR/report.html (self-contained, works offline)"
+        ),
+    ] = False,
 ) -> None:
     """Replay a recorded file through the models, without a broker."""
     from twin_stream.io import InputError
@@ -111,6 +117,15 @@ def replay(
     for key, value in summary.as_dict().items():
         table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
     out.print(table)
+    if report:
+        from twin_stream.view.report import write_report
+
+        try:
+            path = write_report(out_dir)
+        except (OSError, ValueError) as exc:
+            fail(f"report: {exc}")
+        size = path.stat().st_size
+        out.print(f"report: {path} ({size / 1e6:.2f} MB)", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -483,6 +498,9 @@ def demo(
     keep_topics: Annotated[
         bool, typer.Option(help="keep the run's topics on the broker afterwards")
     ] = False,
+    dashboard: Annotated[
+        bool, typer.Option(help="serve the live web dashboard meanwhile (URL printed)")
+    ] = True,
 ) -> None:
     """All of it at once: a broker, topics, a worker, a simulated fleet with faults, and live
     alerts and estimates; stops on Ctrl-C or after --duration."""
@@ -501,9 +519,45 @@ def demo(
         stale_after_s=stale_after,
         seed=seed,
         keep_topics=keep_topics,
+        dashboard=dashboard,
     )
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def dashboard(
+    settings: SettingsOpt = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="HTTP port (default: dashboard.port; 0 = a free one)"),
+    ] = None,
+    bind: Annotated[
+        str | None,
+        typer.Option(help="address to listen on (default: dashboard.bind, 127.0.0.1)"),
+    ] = None,
+) -> None:
+    """The live fleet dashboard: reads the alerts and estimates topics (from the beginning,
+    committed records) and serves the fleet, battery and alerts pages with live updates."""
+    from twin_stream.dashboard import run_dashboard
+
+    cfg = _settings(settings)
+
+    def ready(dash: Any) -> None:
+        out.print(
+            f"dashboard at {dash.url} (topics {cfg.topics.alerts}, {cfg.topics.estimates} "
+            f"on {cfg.kafka.bootstrap_servers}); Ctrl-C stops",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    try:
+        run_dashboard(cfg, bind=bind, port=port, on_ready=ready)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        where = f"{bind or cfg.dashboard.bind}:{cfg.dashboard.port if port is None else port}"
+        fail(f"dashboard: cannot listen on {where}: {exc.strerror or exc}")
 
 
 @broker_app.command("up")

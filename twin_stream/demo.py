@@ -17,6 +17,9 @@
    committed) and shown with rich: alerts as coloured lines, estimates as a live per-battery
    table on a terminal or as lines otherwise; at the end a summary from the worker's metrics
    endpoint.
+6. Unless `dashboard=False` (`--no-dashboard`), the live web dashboard
+   (`twin_stream.dashboard`) runs in the demo's own event loop on a free port of 127.0.0.1,
+   its URL printed at the start; it stops with the demo.
 
 It stops on Ctrl-C (SIGINT) or SIGTERM, after `duration_s` seconds of streaming, or (without
 a duration) once the whole simulated fleet was sent and the outputs have drained. Every step
@@ -42,7 +45,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich.console import Console, Group
@@ -51,6 +54,9 @@ from rich.table import Table
 from rich.text import Text
 
 from twin_stream.settings import REVEAL_SECRETS, Settings, SettingsError
+
+if TYPE_CHECKING:
+    from twin_stream.dashboard import Dashboard
 
 FAULTS = {"over_voltage": 1, "weak_cell": 1, "dropout": 1, "bad_records": 3}
 """Injected into the simulated fleet (see `twin_stream.simulate.FaultSpec`)."""
@@ -227,6 +233,7 @@ def run_demo(
     keep_topics: bool = False,
     broker_run_dir: Path | None = None,
     err: Console | None = None,
+    dashboard: bool = True,
 ) -> int:
     """Run the demo; returns the exit code (0 after a clean run, Ctrl-C included).
 
@@ -236,7 +243,7 @@ def run_demo(
     (`DEFAULT_SIM_S` simulated seconds) and stops when its outputs have drained.
     `stale_after_s` None scales the worker's silence limit to the compressed time so the
     silent battery of the simulation really goes stale during the run. Errors are one line
-    on `err` (default: `console`).
+    on `err` (default: `console`). `dashboard` serves the live web dashboard meanwhile.
     """
     err = err or console
     if batteries < 1 or not 1 <= cells <= 1024:
@@ -280,6 +287,7 @@ def run_demo(
                 speed=speed,
                 console=console,
                 keep_topics=keep_topics,
+                dashboard=dashboard,
             )
         )
     except KeyboardInterrupt:
@@ -452,6 +460,7 @@ async def _live(
     speed: float,
     console: Console,
     keep_topics: bool,
+    dashboard: bool = True,
 ) -> int:
     from twin_stream.kafka_io import ensure_topics
 
@@ -466,6 +475,7 @@ async def _live(
     view = View(console, live_table=console.is_terminal)
     consumer_task: asyncio.Task[None] | None = None
     publisher: asyncio.Task[int] | None = None
+    dash: Dashboard | None = None
     metrics: dict[str, Any] | None = None
     published = [0]
     t_stream = t_end = t_worker = time.monotonic()
@@ -474,6 +484,8 @@ async def _live(
             await asyncio.wait_for(ensure_topics(s), 60)
         except Exception as exc:
             raise DemoError(f"creating topics on {s.kafka.bootstrap_servers}: {exc!r}") from None
+        if dashboard:
+            dash = await _start_dashboard(s, console)
         t_worker = time.monotonic()
         _start_worker(run)
         assert run.worker is not None
@@ -524,6 +536,9 @@ async def _live(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        if dash is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(dash.close(), 10)
         if run.worker is not None:
             await asyncio.to_thread(_stop_worker, run, console)
             if not keep_topics:
@@ -534,6 +549,19 @@ async def _live(
     if stop.is_set():
         console.print("stopped on request")
     return 0
+
+
+async def _start_dashboard(s: Settings, console: Console) -> Dashboard:
+    """The web dashboard on a free port of 127.0.0.1, in this event loop."""
+    from twin_stream.dashboard import Dashboard
+
+    dash = Dashboard(s, bind="127.0.0.1", port=0)  # port 0: the system picks a free one
+    try:
+        await dash.start()
+    except OSError as exc:
+        raise DemoError(f"starting the dashboard: {exc}") from None
+    console.print(f"dashboard: {dash.url}", highlight=False, soft_wrap=True)
+    return dash
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec

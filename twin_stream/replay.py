@@ -4,6 +4,9 @@ Reads JSON Lines, CSV or Parquet in blocks, decodes and validates each record, g
 block's rows per battery (one chunk per battery per block) and writes `alerts.jsonl`,
 `estimates.jsonl`, `deadletter.jsonl` and `summary.json` to the output folder. The agents run
 the same engine on Kafka, so both give the same outputs for the same input.
+
+`run_blocks` is that loop over any blocks of (payload, source), writing to any writers:
+`replay` feeds it a file, `twin_stream.notebook.run_twin` a file or a pandas DataFrame.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ import gc
 import json
 import operator
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from twin_stream.chunk import group_by
 from twin_stream.codec import DeadLetter, Decoder, Row
@@ -47,6 +50,62 @@ class Summary:
         }
 
 
+class Writer(Protocol):
+    """Where `run_blocks` puts output records (wire dicts): `JsonlWriter`, or a list's."""
+
+    def write_all(self, records: list[dict[str, Any]]) -> None: ...
+
+
+def run_blocks(
+    blocks: Iterable[list[tuple[Any, str]]],
+    settings: Settings,
+    alerts: Writer,
+    estimates: Writer,
+    deadletters: Writer,
+    *,
+    states: dict[str, State] | None = None,
+    on_block: Callable[[], None] | None = None,
+) -> tuple[Summary, dict[str, State]]:
+    """Run blocks of (payload, source) through one engine: decode and validate each block,
+    one chunk per battery per block, then flush every battery. Returns the summary and every
+    battery's final state (`states`, when given, is where it starts and is updated)."""
+    engine = Engine(settings)
+    decoder = Decoder.from_settings(settings)
+    states = {} if states is None else states
+    n_in = 0
+    t0 = time.perf_counter()
+    # Rows hold many small lists: the cyclic GC would rescan them on every allocation burst,
+    # and nothing here makes cycles. Collected once at the end instead.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for items in blocks:
+            rows: list[Row] = []
+            dead: list[DeadLetter] = []
+            decoder.decode_many(items, rows, dead)
+            n_in += len(items)
+            engine.count_invalid(dead)
+            for bid, group in group_by(rows, _battery).items():
+                res = engine.process(bid, group, states.get(bid))
+                states[bid] = res.state
+                alerts.write_all(res.alerts)
+                estimates.write_all(res.estimates)
+                dead.extend(res.dead)
+            deadletters.write_all([d.to_dict() for d in dead])
+            if on_block is not None:
+                on_block()
+        for bid in list(states):
+            res = engine.flush(bid, states[bid])
+            states[bid] = res.state
+            alerts.write_all(res.alerts)
+            estimates.write_all(res.estimates)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    seconds = time.perf_counter() - t0
+    return Summary(n_in, seconds, engine.metrics.as_dict()), states
+
+
 def replay(
     path: Path,
     out_dir: Path,
@@ -61,8 +120,6 @@ def replay(
     `state_file`, when given, is read first if it exists (continue yesterday's run) and
     written at the end with every battery's state."""
     reader = RecordReader(path)
-    engine = Engine(settings)
-    decoder = Decoder.from_settings(settings)
     states: dict[str, State] = {}
     if state_file is not None and state_file.exists():
         states = json.loads(state_file.read_text(encoding="utf-8"))
@@ -70,42 +127,21 @@ def replay(
     alerts = JsonlWriter(out_dir / "alerts.jsonl")
     estimates = JsonlWriter(out_dir / "estimates.jsonl")
     deadletters = JsonlWriter(out_dir / "deadletter.jsonl")
-    n_in = 0
-    t0 = time.perf_counter()
-    # Rows hold many small lists: the cyclic GC would rescan them on every allocation burst,
-    # and nothing here makes cycles. Collected once at the end instead.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
     try:
-        for items in reader.blocks(block):
-            rows: list[Row] = []
-            dead: list[DeadLetter] = []
-            decoder.decode_many(items, rows, dead)
-            n_in += len(items)
-            engine.count_invalid(dead)
-            for bid, group in group_by(rows, _battery).items():
-                res = engine.process(bid, group, states.get(bid))
-                states[bid] = res.state
-                alerts.write_all(res.alerts)
-                estimates.write_all(res.estimates)
-                dead.extend(res.dead)
-            deadletters.write_all([d.to_dict() for d in dead])
-            if progress is not None:
-                progress(reader.done, reader.total)
-        for bid in list(states):
-            res = engine.flush(bid, states[bid])
-            states[bid] = res.state
-            alerts.write_all(res.alerts)
-            estimates.write_all(res.estimates)
+        summary, states = run_blocks(
+            reader.blocks(block),
+            settings,
+            alerts,
+            estimates,
+            deadletters,
+            states=states,
+            on_block=None if progress is None else lambda: progress(reader.done, reader.total),
+        )
     finally:
-        if gc_was_enabled:
-            gc.enable()
         alerts.close()
         estimates.close()
         deadletters.close()
-    seconds = time.perf_counter() - t0
     if state_file is not None:
         state_file.write_text(json.dumps(states), encoding="utf-8")
-    summary = Summary(n_in, seconds, engine.metrics.as_dict())
     (out_dir / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     return summary

@@ -235,6 +235,29 @@ class FleetSettings(_Strict):
     batteries: dict[str, BatteryOverrides] = Field(default_factory=dict)
 
 
+class DashboardSettings(_Strict):
+    bind: str = Field(
+        "127.0.0.1",
+        description="address the live dashboard (twin-stream dashboard) listens on; "
+        "0.0.0.0 to serve other hosts (it has no authentication)",
+    )
+    port: int = Field(8050, ge=1, le=65535, description="the dashboard's HTTP port")
+    max_batteries: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="batteries the dashboard's in-memory view keeps; beyond that the least "
+        "recently seen are dropped (memory stays bounded: see /healthz memory_bytes)",
+    )
+    points_per_series: int = Field(
+        240,
+        ge=2,
+        le=100_000,
+        description="points kept per battery and estimate series for the battery page's "
+        "charts (the newest; older points are dropped)",
+    )
+
+
 class Settings(_Strict):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
@@ -243,6 +266,7 @@ class Settings(_Strict):
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     input: InputSettings = Field(default_factory=InputSettings)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
 
     @model_validator(mode="after")
     def _check_specs(self) -> Settings:

@@ -6,6 +6,12 @@ settings mounted read-only and valid, pointed at the kafka service). Dockerfile:
 installs the project, unprivileged user, `twin-stream worker` as entrypoint and command.
 Also: every settings example validates, and settings/twin-settings.json is exactly the
 defaults of `Settings()`, so the documented defaults cannot drift.
+
+Monitoring: Prometheus (pinned prom/prometheus) scrapes every worker replica on its web port
+and /metrics (deploy/prometheus/prometheus.yml), Grafana (pinned grafana/grafana) is
+provisioned from deploy/grafana/ with that Prometheus and the twin dashboard, both published
+on 127.0.0.1 only and without a hard-coded secret; every metric the dashboard queries exists
+in the worker's exposition (`agents.health.prometheus_text`).
 """
 
 from __future__ import annotations
@@ -121,7 +127,7 @@ def mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
 
 
 def test_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"kafka", "worker"}
+    assert set(compose["services"]) == {"kafka", "worker", "prometheus", "grafana"}
     assert "version" not in compose  # obsolete in the Compose specification
 
 
@@ -403,3 +409,226 @@ def test_documented_defaults_equal_the_models() -> None:
 def _seconds(text: str) -> float:
     assert text.endswith("s"), text
     return float(text[:-1])
+
+
+# --------------------------------------------------------------------------- compose: monitoring
+
+PROMETHEUS_YML = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "twin-stream.json"
+
+
+def _yaml(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text("utf-8"))
+    assert isinstance(data, dict), path
+    return data
+
+
+def _published(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(host ip, host port, container port) of a service's published ports."""
+    out: list[tuple[str, int, int]] = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            out.append((str(port.get("host_ip", "")), int(port["published"]), int(port["target"])))
+            continue
+        parts = str(port).split("/")[0].split(":")
+        assert len(parts) == 3, f"{port!r}: publish as IP:HOST:CONTAINER (loopback only)"
+        out.append((parts[0], int(parts[1]), int(parts[2])))
+    return out
+
+
+def _bind_mounts(service: dict[str, Any]) -> dict[str, tuple[Path, bool]]:
+    """container path -> (host path in the repo, read_only) for bind mounts."""
+    return {
+        target: ((ROOT / source).resolve(), ro)
+        for target, (source, ro) in mounts(service).items()
+        if source.startswith((".", "/"))
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern"),
+    [
+        ("prometheus", r"prom/prometheus:v\d+\.\d+\.\d+"),
+        ("grafana", r"grafana/grafana:\d+\.\d+\.\d+"),
+    ],
+)
+def test_monitoring_images_are_pinned(compose: dict[str, Any], name: str, pattern: str) -> None:
+    service = compose["services"][name]
+    assert re.fullmatch(pattern, service["image"]), f"{name}: pin a release tag"
+    assert service.get("restart") in {"always", "unless-stopped", "on-failure"}
+
+
+@pytest.mark.parametrize("name", ["kafka", "prometheus", "grafana"])
+def test_published_ports_are_loopback_only(compose: dict[str, Any], name: str) -> None:
+    ports = _published(compose["services"][name])
+    assert ports, f"{name} publishes nothing"
+    for host_ip, _, _ in ports:
+        assert host_ip == "127.0.0.1", f"{name}: published on {host_ip or 'every address'}"
+
+
+def test_monitoring_ports(compose: dict[str, Any]) -> None:
+    assert ("127.0.0.1", 9090, 9090) in _published(compose["services"]["prometheus"])
+    assert ("127.0.0.1", 3000, 3000) in _published(compose["services"]["grafana"])
+
+
+@pytest.mark.parametrize("name", ["prometheus", "grafana"])
+def test_monitoring_mounts_exist_read_only(compose: dict[str, Any], name: str) -> None:
+    binds = _bind_mounts(compose["services"][name])
+    assert binds, f"{name}: its configuration is mounted from deploy/"
+    for target, (host, ro) in binds.items():
+        assert host.is_relative_to(ROOT / "deploy"), f"{name}: {target} from {host}"
+        assert host.exists(), f"{name}: {host.relative_to(ROOT)} does not exist"
+        assert ro, f"{name}: {target} must be mounted read-only"
+
+
+def test_prometheus_config_is_the_mounted_file(compose: dict[str, Any]) -> None:
+    service = compose["services"]["prometheus"]
+    command = as_list(service.get("command"))
+    flags = dict(c.split("=", 1) for c in command if c.startswith("--") and "=" in c)
+    config = flags.get("--config.file", "/etc/prometheus/prometheus.yml")
+    assert _bind_mounts(service)[config][0] == PROMETHEUS_YML.resolve()
+
+
+def _worker_jobs() -> list[dict[str, Any]]:
+    jobs = _yaml(PROMETHEUS_YML)["scrape_configs"]
+    out = [
+        j
+        for j in jobs
+        if any("worker" in (sd.get("names") or []) for sd in j.get("dns_sd_configs") or [])
+    ]
+    assert len(out) == 1, "one scrape job finds the worker replicas by DNS"
+    return out
+
+
+def test_prometheus_scrapes_every_worker(compose: dict[str, Any], worker: dict[str, Any]) -> None:
+    assert "worker" in compose["services"], "the DNS name is the compose service's"
+    (job,) = _worker_jobs()
+    _, _, settings = worker_settings(worker)
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    assert job.get("scheme", "http") == "http"
+    for sd in job["dns_sd_configs"]:
+        # type A: one record per replica (`--scale worker=N`); SRV needs a port record
+        assert sd.get("type", "SRV") == "A"
+        assert int(sd["port"]) == settings.worker.web_port
+    # the worker listens on the compose network, not only on its own loopback
+    assert settings.worker.web_bind == "0.0.0.0"
+    glob = _yaml(PROMETHEUS_YML).get("global") or {}
+    interval = _seconds(str(job.get("scrape_interval", glob.get("scrape_interval", "60s"))))
+    assert interval <= 15, "a scrape at least every 15 s"
+
+
+def test_grafana_has_no_hard_coded_secret(compose: dict[str, Any]) -> None:
+    env = env_of(compose["services"]["grafana"])
+    password = env.get("GF_SECURITY_ADMIN_PASSWORD")
+    if password is not None:
+        assert re.fullmatch(r"\$\{[A-Z0-9_]+(:?[-?][^}]*)?\}", password), (
+            "the admin password comes from the environment, never from this file"
+        )
+    else:  # no admin password: then no admin user either (its default is admin/admin)
+        assert env.get("GF_SECURITY_DISABLE_INITIAL_ADMIN_CREATION") == "true"
+        assert env.get("GF_AUTH_ANONYMOUS_ENABLED") == "true"
+        assert env.get("GF_AUTH_ANONYMOUS_ORG_ROLE") == "Viewer"
+
+
+def test_grafana_provisioning(compose: dict[str, Any]) -> None:
+    service = compose["services"]["grafana"]
+    binds = _bind_mounts(service)
+    provisioning = binds["/etc/grafana/provisioning"][0]
+    assert provisioning == (ROOT / "deploy" / "grafana" / "provisioning").resolve()
+
+    # the datasource: the prometheus service, on the port it listens on
+    sources = [
+        d
+        for f in sorted((provisioning / "datasources").glob("*.y*ml"))
+        for d in _yaml(f)["datasources"]
+    ]
+    assert len(sources) == 1 and sources[0]["type"] == "prometheus"
+    m = re.fullmatch(r"http://([a-z0-9-]+):(\d+)/?", sources[0]["url"])
+    assert m, sources[0]["url"]
+    assert m.group(1) in compose["services"] and m.group(1) == "prometheus"
+    assert int(m.group(2)) in {c for _, _, c in _published(compose["services"]["prometheus"])}
+
+    # the dashboards provider reads the folder the dashboards are mounted at
+    providers = [
+        p
+        for f in sorted((provisioning / "dashboards").glob("*.y*ml"))
+        for p in _yaml(f)["providers"]
+    ]
+    assert providers
+    for provider in providers:
+        path = provider["options"]["path"]
+        assert path in binds, f"provider path {path} is not mounted"
+        assert binds[path][0] == DASHBOARD.parent.resolve()
+    home = env_of(service).get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+    if home:
+        folder, _, name = home.rpartition("/")
+        assert (binds[folder][0] / name).is_file(), home
+
+    # every panel queries that datasource
+    uid = sources[0]["uid"]
+    dash = json.loads(DASHBOARD.read_text("utf-8"))
+    for panel in dash["panels"]:
+        assert panel["datasource"]["uid"] == uid, panel["title"]
+        for target in panel["targets"]:
+            assert target.get("datasource", {"uid": uid})["uid"] == uid
+
+
+def _queries(dash: dict[str, Any]) -> list[str]:
+    out = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    for var in dash.get("templating", {}).get("list", []):
+        q = var.get("query")
+        out.append(q["query"] if isinstance(q, dict) else str(q))
+    return out
+
+
+def test_dashboard_queries_metrics_the_worker_exposes() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from agents.health import prometheus_text
+    from tests.unit.test_prometheus import sample_metrics
+
+    text = prometheus_text(sample_metrics()).decode()
+    exposed = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    (job,) = _worker_jobs()
+    dash = json.loads(DASHBOARD.read_text("utf-8"))
+    assert dash["uid"] and dash["title"] and dash["panels"]
+    used: set[str] = set()
+    for expr in _queries(dash):
+        assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"), expr
+        names = set(re.findall(r"\btwin_[A-Za-z0-9_]+", expr))
+        for up in re.findall(r"\bup\{([^}]*)\}", expr):  # Prometheus' own per-target series
+            assert f'job="{job["job_name"]}"' in up, expr
+            names.add("up")
+        assert names, f"{expr!r} queries no twin metric"
+        used |= names
+    missing = used - exposed - {"up"}
+    assert not missing, f"the dashboard queries metrics the worker does not expose: {missing}"
+    # what issue 12 asks the dashboard to show
+    for name in (
+        "twin_processed_total",
+        "twin_dead_letters_total",
+        "twin_alerts_sent_total",
+        "twin_consumer_lag",
+        "twin_chunk_duration_seconds_bucket",
+        "twin_input_age_seconds_bucket",
+        "twin_broker_connected",
+        "twin_live",
+        "twin_last_commit_age_seconds",
+        "twin_seconds_total",
+    ):
+        assert name in used, f"the dashboard does not show {name}"
+
+
+def test_dashboard_panels_do_not_overlap() -> None:
+    dash = json.loads(DASHBOARD.read_text("utf-8"))
+    cells: set[tuple[int, int]] = set()
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24, p["title"]
+        area = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
+        assert not area & cells, f"{p['title']} overlaps another panel"
+        cells |= area
