@@ -96,9 +96,7 @@ def replay(
     ] = sys.stderr.isatty(),
     report: Annotated[
         bool,
-        typer.Option(
-            "--report", help="also write DIR/report.html (self-contained, works offline)"
-        ),
+        typer.Option("--report", help="also write DIR/report.html (self-contained, works offline)"),
     ] = False,
 ) -> None:
     """Replay a recorded file through the models, without a broker."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 import orjson
 
 from twin_stream.io import RecordReader
+from twin_stream.logs import MuteThread
 from twin_stream.settings import KafkaSettings, Settings
 
 
@@ -80,24 +80,13 @@ async def check_access(k: KafkaSettings, timeout_s: float = 30.0) -> None:
     opts.pop("bootstrap_servers")
     # aiokafka warns on stderr for every PLAIN connection without TLS; the worker's own
     # clients say it again in its log, this probe keeps a failing start to one line
-    quiet = _MuteThread()
+    quiet = MuteThread()
     conn_log = logging.getLogger("aiokafka.conn")
     conn_log.addFilter(quiet)
     try:
         await _probe_bootstrap(k, opts, timeout_s)
     finally:
         conn_log.removeFilter(quiet)
-
-
-class _MuteThread(logging.Filter):
-    """Drop the records logged from the thread that made the filter."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._ident = threading.get_ident()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.thread != self._ident
 
 
 async def _probe_bootstrap(k: KafkaSettings, opts: dict[str, Any], timeout_s: float) -> None:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["RateLimitFilter", "install_rate_limit"]
+__all__ = ["MuteThread", "RateLimitFilter", "install_rate_limit"]
 
 
 class RateLimitFilter(logging.Filter):
@@ -107,3 +107,15 @@ def install_rate_limit(
         if flt not in handler.filters:
             handler.addFilter(flt)
     return flt
+
+
+class MuteThread(logging.Filter):
+    """Drops the records logged from the thread that made the filter (a client's expected
+    connection errors while a caller probes, reported by the caller in one line instead)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ident = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self._ident

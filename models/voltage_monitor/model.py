@@ -266,9 +266,7 @@ class VoltageMonitor(Model):
                 ts = int(chunk.ts[r])
                 ranked.append(((r, 1, 0), Estimate(ts, name, "min_cell_voltage", lo, "V", None)))
                 ranked.append(((r, 1, 1), Estimate(ts, name, "max_cell_voltage", hi, "V", None)))
-                ranked.append(
-                    ((r, 1, 2), Estimate(ts, name, "mean_cell_voltage", mean, "V", None))
-                )
+                ranked.append(((r, 1, 2), Estimate(ts, name, "mean_cell_voltage", mean, "V", None)))
         if self._emit_estimates and rows.size and chunk.temps.shape[1]:
             tmax = np.fmax.reduce(chunk.temps[rows], axis=1)
             name = self.name

@@ -236,7 +236,7 @@ ALL_SERIES = {
     "soc_ocv_estimation": ("soc_ocv", "available_energy"),
     "engine": ("data_gap",),
 }  # fmt: skip
-MEMORY_BOUND = 540 * 2**20  # measured ~500 MiB: rings ~215, 50 episodes x 10,000 ~240
+MEMORY_BOUND = 320 * 2**20  # measured ~280 MiB: rings ~215, 10 episodes x 10,000 ~50
 
 
 def _fill(v: FleetView, bid: str, pts: int, *, fast: bool) -> None:

@@ -38,7 +38,6 @@ import shlex
 import signal
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -54,6 +53,7 @@ from twin_stream.broker.fetch import (
     find_java,
     logging_backend,
 )
+from twin_stream.logs import MuteThread
 
 __all__ = ["BrokerInfo", "BrokerSecurity", "default_run_dir", "down", "ping", "status", "up"]
 
@@ -818,7 +818,7 @@ async def _metadata_probe(bootstrap: str, timeout_s: float) -> str | None:
     )
     # aiokafka logs every failed bootstrap attempt at ERROR; during startup polling
     # those are expected, so mute them for the duration of this probe only.
-    quiet = _MuteThread()
+    quiet = MuteThread()
     loggers = [
         lg
         for name, lg in logging.root.manager.loggerDict.items()
@@ -841,17 +841,6 @@ async def _metadata_probe(bootstrap: str, timeout_s: float) -> str | None:
             await admin.close()
         for lg in loggers:
             lg.removeFilter(quiet)
-
-
-class _MuteThread(logging.Filter):
-    """Drop records emitted from the thread that created the filter."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._ident = threading.get_ident()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.thread != self._ident
 
 
 # --------------------------------------------------------------------------- processes

@@ -359,7 +359,7 @@ class FleetView:
         max_batteries: int = 10_000,
         points_per_series: int = 240,
         alerts_kept: int = 5_000,
-        history_per_battery: int = 50,
+        history_per_battery: int = 10,
         max_series: int = 32,
         max_groups: int = 8,
         keep: Literal["newest", "span"] = "newest",
