@@ -77,7 +77,8 @@ def test_alerts_active_escalation_and_stale() -> None:
     assert v.row("b1")["stale"] is False
     v.add_alert(alert("b1", 30, "telemetry_stale", "warning", "raised", None))
     assert v.row("b1")["stale"] is True
-    assert v.row("b1")["last_seen"] == ts(30)
+    # the stale alert carries the worker's wall clock: last seen stays the battery's last record
+    assert v.row("b1")["last_seen"] == ts(22)
     v.add_alert(alert("b1", 40, "telemetry_stale", "warning", "cleared", None))
     assert v.row("b1")["stale"] is False
     hist = v.battery("b1").alert_history  # newest first

@@ -396,7 +396,8 @@ class FleetView:
                 del self._bats[next(iter(self._bats))]
                 self.evictions += 1
         self._bats[bid] = bat  # most recently updated last
-        if ts_ms > bat.last_ms:
+        # the worker's telemetry_stale alerts carry its wall clock, not the battery's time
+        if ts_ms > bat.last_ms and rec.get("code") != "telemetry_stale":
             bat.last_ms = ts_ms
         self.version += 1
         bat.version = self.version

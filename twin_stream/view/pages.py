@@ -163,6 +163,11 @@ def _x(v: Any) -> str:
     return escape("" if v is None else str(v), quote=True)
 
 
+def _num(v: Any) -> str:
+    """A measured value for a table: 6 significant digits, no float noise."""
+    return _x(v) if not isinstance(v, float) else f"{v:.6g}"
+
+
 def _fmt(v: Any, digits: int) -> str:
     return "" if v is None else f"{float(v):.{digits}f}"
 
@@ -349,7 +354,7 @@ def _history_table(bv: BatteryView, *, table_id: str | None) -> str:
             f'data-status="{"active" if active else "cleared"}"><td>{_x(ep["code"])}</td>'
             f'<td><span class="sev sev-{_x(ep["severity"])}">{_x(ep["severity"])}</span></td>'
             f'<td class="num">{_x(ep.get("cell"))}</td><td>{_x(ep.get("raised_ts"))}</td>'
-            f'<td>{cleared}</td><td class="num">{_x(ep.get("value"))}</td>'
+            f'<td>{cleared}</td><td class="num">{_num(ep.get("value"))}</td>'
             f"<td>{_x(ep.get('message'))}</td></tr>"
         )
     ident = f' id="{table_id}"' if table_id else ""
@@ -427,7 +432,7 @@ def alerts_page(
             f'<td>{_x(a.get("ts"))}</td><td><a href="{_battery_href(bid, live)}">{_x(bid)}</a></td>'
             f'<td>{_x(a.get("code"))}</td><td><span class="sev sev-{sev}">{sev}</span></td>'
             f'<td>{_x(a.get("status"))}</td><td class="num">{_x(a.get("cell"))}</td>'
-            f'<td class="num">{_x(a.get("value"))}</td><td>{_x(a.get("message"))}</td></tr>'
+            f'<td class="num">{_num(a.get("value"))}</td><td>{_x(a.get("message"))}</td></tr>'
         )
     head = "".join(
         f"<th>{h}</th>"
