@@ -255,6 +255,8 @@ _COUNTERS = {
     "forced_releases": "records released early from a full reorder buffer",
     "chunks": "chunks processed",
     "frontier_resets": "stored frontiers found ahead of the clock and reset",
+    "degraded": "records used without some invalid channels or optional fields",
+    "implausible": "cell readings the plausibility layer kept from the models",
     "input_refetched": "input records faust skipped, read from the broker",
     "log_lines_suppressed": "repeated log lines suppressed by the rate limit",
     "rerouted": "records re-sent to the partition their key hashes to",

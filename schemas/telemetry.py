@@ -1,9 +1,13 @@
 """The telemetry record (input), one per Kafka message or file line, keyed by battery_id.
 
 Types are strict (a number sent as a string, or a boolean, is an error, not coerced), NaN and
-infinity are rejected, ranges come from `schemas/limits.json`. `soh` at or below 1 is taken
-as a fraction sent by mistake and rejected (the upstream counted 100x too many cycles).
-Unknown fields are ignored, so gateways may add their own.
+infinity are rejected, ranges come from `schemas/limits.json`. Required fields out of range
+refuse the record. Channels and optional fields degrade instead (field rule: one bad channel
+never hides a good one): a `null` channel, a channel or optional value out of its range
+(`VALID_RANGES`; `soh` at or below 1 is a fraction sent by mistake or a BMS that has not
+computed it yet, `soc` 102.3 likewise) or equal to a configured invalid marker is removed from
+the record (NaN) and counted, and the rest of the record is used. Unknown fields are ignored,
+so gateways may add their own.
 """
 
 from __future__ import annotations
@@ -38,16 +42,14 @@ def _ts_ms(value: int | str) -> int:
     return ms
 
 
-def _soh(value: float | None) -> float | None:
-    if value is not None and value <= LIMITS["soh_fraction_max"]:
-        raise ValueError(f"soh {value!r} looks like a fraction; send percent (0-100]")
-    return value
-
-
-CellVoltage = Annotated[float, Field(ge=0.0, le=LIMITS["cell_voltage_max_v"])]
-Temperature = Annotated[
-    float, Field(ge=LIMITS["temperature_min_degc"], le=LIMITS["temperature_max_degc"])
-]
+VALID_RANGES: dict[str, tuple[float, float]] = {
+    "voltage": (0.0, LIMITS["voltage_max_v"]),
+    "cell_voltages": (0.0, LIMITS["cell_voltage_max_v"]),
+    "temperatures": (LIMITS["temperature_min_degc"], LIMITS["temperature_max_degc"]),
+    "soc": (0.0, 100.0),
+    "soh": (LIMITS["soh_fraction_max"], 100.0),  # low end open: 1 or less is no percentage
+}
+"""Valid values of the fields that degrade; outside them a value is removed, not the record."""
 
 
 class Telemetry(BaseModel):
@@ -62,16 +64,24 @@ class Telemetry(BaseModel):
     current: float = Field(
         ge=-LIMITS["current_abs_max_a"], le=LIMITS["current_abs_max_a"], description="A"
     )
-    voltage: float | None = Field(None, ge=0.0, le=LIMITS["voltage_max_v"], description="V")
-    cell_voltages: list[CellVoltage] | None = Field(
-        None, min_length=1, max_length=LIMITS["array_max_items"], description="V, series order"
+    voltage: float | None = Field(None, description="V; outside 0..5000 it is removed")
+    cell_voltages: list[float | None] | None = Field(
+        None,
+        min_length=1,
+        max_length=LIMITS["array_max_items"],
+        description="V, series order; null, outside 0..10 or a marker: that channel is invalid",
     )
-    temperatures: list[Temperature] | None = Field(
-        None, min_length=1, max_length=LIMITS["array_max_items"], description="degC"
+    temperatures: list[float | None] | None = Field(
+        None,
+        min_length=1,
+        max_length=LIMITS["array_max_items"],
+        description="degC; null, outside -100..300 or a marker: that sensor is invalid",
     )
-    soc: float | None = Field(None, ge=0.0, le=100.0, description="% as reported by the BMS")
-    soh: Annotated[float | None, AfterValidator(_soh)] = Field(
-        None, le=100.0, description="% as reported by the BMS, (1, 100]"
+    soc: float | None = Field(
+        None, description="% as reported by the BMS; outside 0..100 it is removed"
+    )
+    soh: float | None = Field(
+        None, description="% as reported by the BMS; outside (1, 100] it is removed"
     )
     seq: int | None = Field(None, ge=0, description="per-battery sequence number")
 

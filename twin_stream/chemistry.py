@@ -1,7 +1,10 @@
 """Chemistry parameter sets: OCV-SOC tables, limits and efficiencies, loaded from JSON data.
 
 A chemistry is data, not code (PyBaMM's parameter sets): `twin_stream/data/chemistries/*.json`
-ships NMC and LFP; a battery spec in settings may replace the OCV table or any limit. The
+ships NMC and LFP; a battery spec in settings may replace the OCV table or any limit. Limits
+are `LimitSet`s: levels (warning, critical) per side plus a hysteresis, in the quantity's
+unit; current limits are C-rates (`pack_current`: discharge over / charge under, signed;
+`charge_current`: charge C-rate over, with a temperature `Derating`). The
 helpers here are the only place OCV tables are interpolated, so every model reads the curve
 the same way.
 """
@@ -94,13 +97,49 @@ class LimitLevel:
 
 
 @dataclass(frozen=True)
+class Derating:
+    """A temperature derating of a limit set: its thresholds are multiplied by `factor[i]`
+    while the coldest valid temperature sensor reads at or above `from_degc[i]` (and below
+    the next breakpoint). Below the first breakpoint the limit does not apply at all (there
+    the chemistry's charge-temperature window forbids the operation; another alert's
+    business). Piecewise constant, as datasheets state it (e.g. LFP: 0.2C from 0 degC, 1C
+    from 10 degC)."""
+
+    from_degc: tuple[float, ...]
+    factor: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        t = np.asarray(self.from_degc, dtype=float)
+        f = np.asarray(self.factor, dtype=float)
+        if t.size < 1 or t.shape != f.shape:
+            raise ChemistryError("derating needs equally long from_degc and factor lists (>= 1)")
+        if not np.all(np.diff(t) > 0):
+            raise ChemistryError("derating from_degc must be strictly increasing")
+        if not np.all(f >= 0):
+            raise ChemistryError("derating factors must be >= 0")
+
+    def factor_at(self, temp_c: npt.ArrayLike) -> FloatArray:
+        """Factor at temperature(s): NaN below the first breakpoint or for a NaN temperature."""
+        t = np.asarray(temp_c, dtype=float)
+        seg = np.searchsorted(np.asarray(self.from_degc, dtype=float), t, side="right") - 1
+        f = np.asarray(self.factor, dtype=float)[np.clip(seg, 0, None)]
+        out: FloatArray = np.where((seg >= 0) & np.isfinite(t), f, np.nan)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from_degc": list(self.from_degc), "factor": list(self.factor)}
+
+
+@dataclass(frozen=True)
 class LimitSet:
-    """Levelled limits of one quantity, e.g. cell voltage: over/under levels and a hysteresis."""
+    """Levelled limits of one quantity, e.g. cell voltage: over/under levels and a hysteresis,
+    optionally derated by temperature (`Derating`, e.g. the charge-current limit)."""
 
     unit: str
     over: tuple[LimitLevel, ...] = ()
     under: tuple[LimitLevel, ...] = ()
     hysteresis: float = 0.0
+    derating: Derating | None = None
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> LimitSet:
@@ -109,20 +148,29 @@ class LimitSet:
                 LimitLevel(str(x["severity"]), float(x["threshold"])) for x in d.get(key, [])
             )
 
+        der = d.get("derating")
         return LimitSet(
             unit=str(d.get("unit", "")),
             over=levels("over"),
             under=levels("under"),
             hysteresis=float(d.get("hysteresis", 0.0)),
+            derating=None
+            if der is None
+            else Derating(
+                tuple(float(x) for x in der["from_degc"]), tuple(float(x) for x in der["factor"])
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "unit": self.unit,
             "over": [{"severity": lv.severity, "threshold": lv.threshold} for lv in self.over],
             "under": [{"severity": lv.severity, "threshold": lv.threshold} for lv in self.under],
             "hysteresis": self.hysteresis,
         }
+        if self.derating is not None:
+            out["derating"] = self.derating.to_dict()
+        return out
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,14 @@ except where one message holds more than `max_dead_per_message` refused records:
 the cap are summed up in one dead letter that says how many (`DeadLetter.records`), so a
 small message cannot flood the dead-letter topic.
 
+Field rule: one bad channel or field never hides a good one. A `null` channel in
+`cell_voltages`/`temperatures`, a channel out of its range or equal to one of the source's
+invalid markers (`input.invalid_markers`, e.g. 65.535 V = J1939 "not available"), and an
+optional field out of range (`soh` 0 or a 0-1 fraction, `soc` 102.3, `voltage`) are removed
+from that record (NaN), not the record: `Row.degraded` counts what was removed, the engine
+counts degraded records. Required fields (battery_id, ts, current) stay required, and a
+value of the wrong type still refuses the record (it is malformed, not out of range).
+
 Nothing a message holds may stop the decoder (Kafka Streams' deserialisation-exception
 handler): any exception while decoding one message -- simdjson's BIGINT/DEPTH errors, a
 RecursionError on deep nesting, a bug -- makes that message one dead letter, and decoding
@@ -20,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
@@ -31,7 +39,7 @@ import numpy.typing as npt
 import orjson
 from pydantic import ValidationError
 
-from schemas.telemetry import LIMITS, Telemetry, parse_rfc3339_ms
+from schemas.telemetry import LIMITS, VALID_RANGES, Telemetry, parse_rfc3339_ms
 from twin_stream.outputs import Alert, Estimate, Output
 
 if TYPE_CHECKING:
@@ -42,11 +50,7 @@ FloatArray = npt.NDArray[np.float64]
 _ID = re.compile(LIMITS["battery_id_pattern"])
 _TS_MIN, _TS_MAX = int(LIMITS["ts_min_ms"]), int(LIMITS["ts_max_ms"])
 _I_MAX = float(LIMITS["current_abs_max_a"])
-_V_MAX = float(LIMITS["voltage_max_v"])
-_CELL_MAX = float(LIMITS["cell_voltage_max_v"])
-_T_MIN, _T_MAX = float(LIMITS["temperature_min_degc"]), float(LIMITS["temperature_max_degc"])
 _N_MAX = int(LIMITS["array_max_items"])
-_SOH_FRAC = float(LIMITS["soh_fraction_max"])
 
 
 class Row(NamedTuple):
@@ -62,6 +66,38 @@ class Row(NamedTuple):
     soh: float
     raw: Any  # the record as received (dict or text), kept only by reference for dead letters
     source: str
+    degraded: int = 0  # channels and optional fields removed as invalid (NaN) from this record
+
+
+Markers = Mapping[str, Sequence[float]]
+"""Invalid-marker values per field (`cell_voltages`, `temperatures`, `voltage`, `soc`, `soh`)."""
+NO_MARKERS: Markers = {}
+_RANGES = VALID_RANGES  # closed ranges; soh's low end is open
+
+
+def degrade_array(a: FloatArray, field: str, markers: Markers) -> int:
+    """Set the invalid channels of `a` (NaN, out of range, a marker) to NaN in place; returns
+    how many channels were invalid."""
+    lo, hi = _RANGES[field]
+    bad = ~((a >= lo) & (a <= hi))
+    marks = markers.get(field)
+    if marks:
+        bad |= np.isin(a, marks)
+    n = int(np.count_nonzero(bad))
+    if n:
+        a[bad] = NAN
+    return n
+
+
+def degrade_scalar(x: float | None, field: str, markers: Markers) -> tuple[float, int]:
+    """(value, 0) if valid, (NaN, 0) if absent, (NaN, 1) if out of range or a marker."""
+    if x is None:
+        return NAN, 0
+    lo, hi = _RANGES[field]
+    ok = (lo < x <= hi) if field == "soh" else (lo <= x <= hi)
+    if ok and x not in markers.get(field, ()):
+        return x, 0
+    return NAN, 1
 
 
 RAW_HEAD_CHARS = 1024  # of the refused record kept in a dead letter
@@ -96,34 +132,31 @@ class DeadLetter:
         }
 
 
-_Cell = Annotated[float, msgspec.Meta(ge=0.0, le=_CELL_MAX)]
-_Temp = Annotated[float, msgspec.Meta(ge=_T_MIN, le=_T_MAX)]
-
-
 class _Wire(msgspec.Struct):
     """The telemetry rules of `schemas.telemetry.Telemetry` as a msgspec struct: parsed and
-    checked in C. What msgspec cannot say (RFC 3339 with offset, soh fraction) is checked in
-    `_finish`. Unknown fields are ignored, as in the schema."""
+    type-checked in C. What msgspec cannot say (RFC 3339 with offset) and the ranges of
+    channels and optional fields (which degrade, not refuse) are done in `_finish`. Unknown
+    fields are ignored, as in the schema."""
 
     battery_id: Annotated[str, msgspec.Meta(pattern=LIMITS["battery_id_pattern"])]
     ts: Annotated[int, msgspec.Meta(ge=_TS_MIN, le=_TS_MAX)] | str
     current: Annotated[float, msgspec.Meta(ge=-_I_MAX, le=_I_MAX)]
-    voltage: Annotated[float, msgspec.Meta(ge=0.0, le=_V_MAX)] | None = None
-    cell_voltages: Annotated[list[_Cell], msgspec.Meta(min_length=1, max_length=_N_MAX)] | None = (
-        None
-    )
-    temperatures: Annotated[list[_Temp], msgspec.Meta(min_length=1, max_length=_N_MAX)] | None = (
-        None
-    )
-    soc: Annotated[float, msgspec.Meta(ge=0.0, le=100.0)] | None = None
-    soh: Annotated[float, msgspec.Meta(le=100.0)] | None = None
+    voltage: float | None = None
+    cell_voltages: (
+        Annotated[list[float | None], msgspec.Meta(min_length=1, max_length=_N_MAX)] | None
+    ) = None
+    temperatures: (
+        Annotated[list[float | None], msgspec.Meta(min_length=1, max_length=_N_MAX)] | None
+    ) = None
+    soc: float | None = None
+    soh: float | None = None
     seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 _JSON_ONE = msgspec.json.Decoder(_Wire)
 
 
-def _finish(w: _Wire, raw: Any, source: str) -> Row | None:
+def _finish(w: _Wire, raw: Any, source: str, markers: Markers) -> Row | None:
     ts = w.ts
     if type(ts) is str:
         try:
@@ -132,41 +165,51 @@ def _finish(w: _Wire, raw: Any, source: str) -> Row | None:
             return None
         if not _TS_MIN <= ts <= _TS_MAX:
             return None
-    soh = w.soh
-    if soh is not None and soh <= _SOH_FRAC:
-        return None
+    volt, d_v = degrade_scalar(w.voltage, "voltage", markers)
+    soc, d_soc = degrade_scalar(w.soc, "soc", markers)
+    soh, d_soh = degrade_scalar(w.soh, "soh", markers)
+    degraded = d_v + d_soc + d_soh
+    cells = temps = None
+    if w.cell_voltages is not None:
+        cells = np.array(w.cell_voltages, dtype=np.float64)  # None -> NaN
+        degraded += degrade_array(cells, "cell_voltages", markers)
+    if w.temperatures is not None:
+        temps = np.array(w.temperatures, dtype=np.float64)
+        degraded += degrade_array(temps, "temperatures", markers)
     return Row(
         w.battery_id,
         ts,  # type: ignore[arg-type]
         w.current,
-        NAN if w.voltage is None else w.voltage,
-        w.cell_voltages,
-        w.temperatures,
-        NAN if w.soc is None else w.soc,
-        NAN if soh is None else soh,
+        volt,
+        cells,
+        temps,
+        soc,
+        soh,
         raw,
         source,
+        degraded,
     )
 
 
-def lean_row(obj: Any, source: str = "") -> Row | None:
-    """The telemetry rules of `schemas.telemetry`, fast; None when the record is invalid."""
+def lean_row(obj: Any, source: str = "", markers: Markers = NO_MARKERS) -> Row | None:
+    """The telemetry rules of `schemas.telemetry`, fast; None when the record is invalid.
+    Invalid channels and optional fields are removed (NaN) and counted in `Row.degraded`."""
     if type(obj) is not dict:
         return None
     try:
         w = msgspec.convert(obj, _Wire)
     except msgspec.ValidationError:
         return None
-    return _finish(w, obj, source)
+    return _finish(w, obj, source, markers)
 
 
-def lean_row_json(data: bytes | str, source: str = "") -> Row | None:
+def lean_row_json(data: bytes | str, source: str = "", markers: Markers = NO_MARKERS) -> Row | None:
     """`lean_row` straight from the JSON text of one object; None if invalid or not one."""
     try:
         w = _JSON_ONE.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
-    return _finish(w, data, source)
+    return _finish(w, data, source, markers)
 
 
 def reason(obj: Any) -> str:
@@ -233,18 +276,25 @@ class Decoder:
         field_map: Mapping[str, str] | None = None,
         max_bytes: int = 1 << 20,
         max_dead_per_message: int = DEFAULT_MAX_DEAD_PER_MESSAGE,
+        invalid_markers: Markers = NO_MARKERS,
     ):
         self.field_map = dict(field_map or {})
         self.max_bytes = max_bytes
         self.max_dead_per_message = max_dead_per_message
+        self.markers: Markers = {k: tuple(v) for k, v in invalid_markers.items() if v}
         from twin_stream.fastjson import FastDecoder
 
-        self.fast = FastDecoder(max_bytes)
+        self.fast = FastDecoder(max_bytes, self.markers)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Decoder:
         e = settings.engine
-        return cls(settings.input.field_map, e.max_message_bytes, e.max_dead_letters_per_message)
+        return cls(
+            settings.input.field_map,
+            e.max_message_bytes,
+            e.max_dead_letters_per_message,
+            {str(k): v for k, v in settings.input.invalid_markers.items()},
+        )
 
     def _rename(self, obj: Any) -> Any:
         if self.field_map and type(obj) is dict:
@@ -264,7 +314,7 @@ class Decoder:
             if len(dead) - n_dead < cap:
                 self.decode_object_single(item, f"{source}[{i}]", rows, dead)
                 continue
-            row = lean_row(self._rename(item), f"{source}[{i}]")
+            row = lean_row(self._rename(item), f"{source}[{i}]", self.markers)
             if row is not None:
                 rows.append(row)
             else:
@@ -287,7 +337,7 @@ class Decoder:
     ) -> None:
         """One record (a parsed object); `raw`, when given, is the message as received."""
         obj = self._rename(obj)
-        row = lean_row(obj, source)
+        row = lean_row(obj, source, self.markers)
         if row is None:
             dead.append(dead_letter(reason(obj), obj if raw is None else raw, source))
         else:
@@ -343,7 +393,7 @@ class Decoder:
             return
         if not self.field_map:
             try:
-                row = lean_row_json(data, source)
+                row = lean_row_json(data, source, self.markers)
             except RecursionError:
                 row = None  # deeply nested: orjson below says why
             if row is not None:

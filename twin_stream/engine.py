@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from twin_stream.chunk import Chunk, build_chunk
+from twin_stream import plausibility
+from twin_stream.chunk import Chunk, build_chunk, next_intervals
 from twin_stream.codec import DeadLetter, Row, dead_letter, iso_ms, output_record
 from twin_stream.contract import ContractError, Model
 from twin_stream.outputs import Alert, Estimate, Output
@@ -58,6 +59,8 @@ class Metrics:
     duplicates: int = 0
     late: int = 0
     future: int = 0  # records ahead of the wall clock by more than max_clock_skew_s
+    degraded: int = 0  # records used without some invalid channels or optional fields
+    implausible: int = 0  # cell readings the plausibility layer kept from the models
     frontier_resets: int = 0  # stored frontiers found ahead of the clock and reset
     invalid: int = 0  # dead letters from decoding (counted by the caller via count_invalid)
     gaps: int = 0
@@ -83,6 +86,8 @@ class Metrics:
             "duplicates": self.duplicates,
             "late": self.late,
             "future": self.future,
+            "degraded": self.degraded,
+            "implausible": self.implausible,
             "frontier_resets": self.frontier_resets,
             "gaps": self.gaps,
             "forced_releases": self.forced_releases,
@@ -122,11 +127,14 @@ class Engine:
                 )
                 for cls in self.model_classes
             }
+            self._battery_params = self._per_battery_params(settings)
         except ContractError as exc:
             raise SettingsError(str(exc)) from None
         self.lateness_ms = round(settings.engine.allowed_lateness_s * 1000)
         self.max_gap_ms = round(settings.engine.max_gap_s * 1000)
+        self.gap_factor = settings.engine.gap_factor
         self.max_buffered = settings.engine.max_buffered_per_battery
+        self.plausibility = settings.engine.plausibility_checks
         self.skew_ms = round(settings.engine.max_clock_skew_s * 1000)
         self.clock = clock
         self.metrics = Metrics()
@@ -135,14 +143,34 @@ class Engine:
         self._models: dict[str, list[Model]] = {}
 
     # -- per battery configuration -------------------------------------------------------
+    def _per_battery_params(self, settings: Settings) -> dict[str, dict[str, dict[str, Any]]]:
+        """`fleet.batteries.<id>.models.<model>` over `models.params`, checked now (a typo
+        in one battery's parameters fails at start, not when that battery first reports)."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        enabled = {cls.name: cls for cls in self.model_classes}
+        for bid, ov in settings.fleet.batteries.items():
+            if not ov.models:
+                continue
+            params = dict(self.params)
+            for name, raw in ov.models.items():
+                where = f"fleet.batteries.{bid}.models.{name}"
+                cls = enabled.get(name)
+                if cls is None:
+                    raise ContractError(f"{where}: no such model enabled")
+                merged = {**settings.models.params.get(name, {}), **raw}
+                params[name] = cls.manifest.validate_params(merged, where)
+            out[bid] = params
+        return out
+
     def _models_for(self, battery_id: str) -> tuple[list[Model], int]:
         spec = self._specs.get(battery_id)
         if spec is None:
             spec = self._specs[battery_id] = self.settings.spec_for(battery_id)
             self._signs[battery_id] = self.settings.current_sign_for(battery_id)
-        models = self._models.get(spec.key)
+        models = self._models.get(spec.key)  # the key covers per-battery model parameters
         if models is None:
-            models = [cls(self.params[cls.name], spec) for cls in self.model_classes]
+            params = self._battery_params.get(battery_id, self.params)
+            models = [cls(params[cls.name], spec) for cls in self.model_classes]
             self._models[spec.key] = models
         return models, self._signs[battery_id]
 
@@ -157,6 +185,7 @@ class Engine:
             "buffer": [],
             "n_cells": None,
             "n_temps": None,
+            "intervals": [],
             "models": {m.name: m.initial_state() for m in models},
             "counters": {"records": 0, "duplicates": 0, "late": 0, "future": 0, "gaps": 0},
         }
@@ -334,6 +363,7 @@ class Engine:
         c["late"] += n_late
         c["future"] = c.get("future", 0) + n_future
         m.records += len(rows)
+        m.degraded += sum(1 for r in rows if r.degraded)
         m.duplicates += n_dup
         m.late += n_late
         m.future += n_future
@@ -347,9 +377,20 @@ class Engine:
         if not released:
             return
         models, sign = self._models_for(battery_id)
+        # the battery's last intervals (ms): its typical sampling interval judges its gaps
+        intervals = st.get("intervals", [])
         chunk = _to_chunk(
-            battery_id, released, prev_ts, self.max_gap_ms, sign, st["n_cells"], st["n_temps"]
+            battery_id,
+            released,
+            prev_ts,
+            self.max_gap_ms,
+            sign,
+            st["n_cells"],
+            st["n_temps"],
+            self.gap_factor,
+            intervals,
         )
+        st["intervals"] = next_intervals(intervals, chunk.dt_ms, first=prev_ts is None)
         outputs: list[tuple[int, int, Output]] = []
         gap_rows = np.flatnonzero(chunk.gap & (chunk.dt_ms > 0))
         for i in gap_rows.tolist():
@@ -369,6 +410,16 @@ class Engine:
             )
         st["counters"]["gaps"] += len(gap_rows)
         self.metrics.gaps += len(gap_rows)
+        if self.plausibility:  # sensor facts out before the models see battery facts
+            spec = self._specs[battery_id]
+            chunk, faults, st["plausibility"], removed = plausibility.check(
+                chunk,
+                st.get("plausibility") or plausibility.initial_state(),
+                plausibility.limits_for(spec.chemistry.name),
+                spec.capacity_ah,
+            )
+            outputs.extend((a.ts, -1, a) for a in faults)
+            self.metrics.implausible += removed
         model_states = st["models"]
         for idx, model in enumerate(models):
             outs, model_states[model.name] = model.process(chunk, model_states[model.name])
@@ -443,6 +494,8 @@ def _to_chunk(
     sign: int,
     n_cells: int | None,
     n_temps: int | None,
+    gap_factor: float = 0.0,
+    intervals: Sequence[int] = (),
 ) -> Chunk:
     n = len(rows)
     cols = list(zip(*rows, strict=True))
@@ -455,6 +508,8 @@ def _to_chunk(
         current,
         prev_ts=prev_ts,
         max_gap_ms=max_gap_ms,
+        gap_factor=gap_factor,
+        intervals=intervals,
         voltage=np.array(cols[3], dtype=np.float64),
         cells=_matrix(cols[4], n, n_cells),
         temps=_matrix(cols[5], n, n_temps),

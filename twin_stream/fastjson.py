@@ -3,10 +3,11 @@ into numpy (no Python float per cell), ranges checked for the whole batch at onc
 
 It is an optimisation with a fallback, never a second rule book: a message takes the fast path
 only if it is one JSON object whose keys are all telemetry fields (no extras, no duplicates),
-whose only arrays are `cell_voltages`/`temperatures` of plain numbers, and whose every value
-passes the same checks as `codec.lean_row`. Everything else, and every failure, goes to the
-slow path (msgspec, then pydantic for the reason), which decides. Tests hold the two to
-agreement with the pydantic schema.
+whose only arrays are `cell_voltages`/`temperatures` of numbers (and nulls), and whose every
+value has the type `codec.lean_row` wants. Invalid channels and optional fields degrade here
+as there (`codec.degrade_array`/`degrade_scalar`: NaN, counted in `Row.degraded`), for the
+whole batch at once. Everything else, and every failure, goes to the slow path (msgspec, then
+pydantic for the reason), which decides. Tests hold the two to agreement with the schema.
 """
 
 from __future__ import annotations
@@ -18,43 +19,37 @@ import simdjson
 
 from schemas.telemetry import parse_rfc3339_ms
 from twin_stream.codec import (
-    _CELL_MAX,
     _I_MAX,
     _ID,
     _N_MAX,
-    _SOH_FRAC,
-    _T_MAX,
-    _T_MIN,
     _TS_MAX,
     _TS_MIN,
-    _V_MAX,
     NAN,
+    NO_MARKERS,
+    Markers,
     Row,
+    degrade_scalar,
 )
+from twin_stream.codec import _RANGES as RANGES
 
-_OPTIONAL = (("voltage", 0.0, _V_MAX), ("soc", 0.0, 100.0), ("soh", _SOH_FRAC, 100.0))
+_OPTIONAL = ("voltage", "soc", "soh")
+_ARRAYS = ("cell_voltages", "temperatures")
 _Array = simdjson.Array
 _Object = simdjson.Object
-
-
-def _scalar(x: Any, lo: float, hi: float) -> float | None:
-    t = type(x)
-    if (t is float or t is int) and lo <= x <= hi:
-        return float(x)
-    return None
 
 
 class FastDecoder:
     """Decodes a batch of (bytes, source); returns rows and the items left for the slow path."""
 
-    def __init__(self, max_bytes: int = 1 << 20) -> None:
+    def __init__(self, max_bytes: int = 1 << 20, markers: Markers = NO_MARKERS) -> None:
         self._parser = simdjson.Parser()
         self.max_bytes = max_bytes
+        self.markers = markers
 
     def decode_batch(self, items: list[tuple[bytes, str]]) -> list[Row | None]:
         """One entry per item, in order: its row, or None where the slow path must decide."""
         out: list[Row | None] = []
-        cand: list[tuple[Any, ...]] = []
+        cand: list[list[Any]] = []
         where: list[int] = []
         for data, source in items:
             rec = self._one(data)
@@ -63,14 +58,12 @@ class FastDecoder:
             else:
                 where.append(len(out))
                 out.append(None)
-                cand.append((*rec, data, source))
+                cand.append([*rec, data, source])
         if cand:
-            bad = _range_failures(cand, 4, 0.0, _CELL_MAX) | _range_failures(
-                cand, 5, _T_MIN, _T_MAX
-            )
+            _degrade_column(cand, 4, "cell_voltages", self.markers)
+            _degrade_column(cand, 5, "temperatures", self.markers)
             for i, c in enumerate(cand):
-                if i not in bad:
-                    out[where[i]] = Row(*c)
+                out[where[i]] = Row(*c[:8], c[9], c[10], c[8])  # type: ignore[call-arg]
         return out
 
     def _one(self, data: bytes) -> tuple[Any, ...] | None:
@@ -81,14 +74,15 @@ class FastDecoder:
             doc = self._parser.parse(data)
             if type(doc) is not _Object:
                 return None
-            return _fields(doc, data)
+            return _fields(doc, data, self.markers)
         except Exception:  # BIGINT/DEPTH errors too: the slow path decides
             return None
         finally:
             del doc  # the parser refuses to parse again while a document is referenced
 
 
-def _fields(doc: Any, data: bytes) -> tuple[Any, ...] | None:
+def _fields(doc: Any, data: bytes, markers: Markers) -> tuple[Any, ...] | None:
+    """(battery_id, ts, current, voltage, cells, temps, soc, soh, degraded) or None."""
     get = doc.__getitem__  # .get(key, default) costs ~1 us even for present keys
     bid = get("battery_id")
     if type(bid) is not str or _ID.fullmatch(bid) is None:
@@ -103,22 +97,25 @@ def _fields(doc: Any, data: bytes) -> tuple[Any, ...] | None:
         return None
     if not _TS_MIN <= ts <= _TS_MAX:
         return None
-    cur = _scalar(get("current"), -_I_MAX, _I_MAX)
-    if cur is None:
+    cur = get("current")
+    if (type(cur) is not float and type(cur) is not int) or not -_I_MAX <= cur <= _I_MAX:
         return None
+    cur = float(cur)
     found = 3
+    degraded = 0
     opt = [NAN, NAN, NAN]  # voltage, soc, soh
-    for k, (name, lo, hi) in enumerate(_OPTIONAL):
+    for k, name in enumerate(_OPTIONAL):
         try:
             x = get(name)
         except KeyError:
             continue
         found += 1
         if x is not None:
-            v = _scalar(x, lo, hi)
-            if v is None or (k == 2 and v <= _SOH_FRAC):
-                return None
-            opt[k] = v
+            t = type(x)
+            if t is not float and t is not int:
+                return None  # the wrong type: malformed, the slow path says why
+            opt[k], bad = degrade_scalar(float(x), name, markers)
+            degraded += bad
     volt, soc, soh = opt
     try:
         x = get("seq")
@@ -129,7 +126,7 @@ def _fields(doc: Any, data: bytes) -> tuple[Any, ...] | None:
         pass
     arrays = 0
     found_arrays: list[np.ndarray | None] = [None, None]  # cells, temperatures
-    for k, name in enumerate(("cell_voltages", "temperatures")):
+    for k, name in enumerate(_ARRAYS):
         try:
             x = get(name)
         except KeyError:
@@ -145,27 +142,47 @@ def _fields(doc: Any, data: bytes) -> tuple[Any, ...] | None:
     # every key a telemetry field (no extras, no duplicate keys), no nested arrays
     if len(doc) != found or data.count(b"[") != arrays:
         return None
-    return bid, ts, cur, volt, cells, temps, soc, soh
+    return bid, ts, cur, volt, cells, temps, soc, soh, degraded
 
 
 def _numbers(x: Any) -> np.ndarray | None:
+    """The array's numbers as float64 (null -> NaN); None if it holds anything else."""
     if type(x) is not _Array:
         return None
     n = len(x)
     if not 0 < n <= _N_MAX:
         return None
-    a = np.frombuffer(x.as_buffer(of_type="d"), dtype=np.float64)
+    try:
+        a = np.frombuffer(x.as_buffer(of_type="d"), dtype=np.float64)
+    except (TypeError, ValueError):  # nulls (invalid channels) or other types
+        items = x.as_list()
+        if any(v is not None and type(v) is not float and type(v) is not int for v in items):
+            return None
+        return np.array(items, dtype=np.float64)
     return a if a.size == n else None
 
 
-def _range_failures(cand: list[tuple[Any, ...]], col: int, lo: float, hi: float) -> set[int]:
-    """Indices of candidates whose array in column `col` has a value outside [lo, hi]."""
+def _degrade_column(cand: list[list[Any]], col: int, field: str, markers: Markers) -> None:
+    """Invalid channels (NaN, out of range, markers) of column `col` -> NaN, for the whole
+    batch at once; each candidate's count is added to its `degraded` (index 8)."""
     idx = [i for i, c in enumerate(cand) if c[col] is not None]
     if not idx:
-        return set()
+        return
     arrays = [cand[i][col] for i in idx]
     flat = np.concatenate(arrays)
+    lo, hi = RANGES[field]
+    bad = ~((flat >= lo) & (flat <= hi))
+    marks = markers.get(field)
+    if marks:
+        bad |= np.isin(flat, marks)
+    if not bad.any():
+        return
     starts = np.zeros(len(arrays), dtype=np.int64)
     np.cumsum([a.size for a in arrays[:-1]], out=starts[1:])
-    ok = (np.minimum.reduceat(flat, starts) >= lo) & (np.maximum.reduceat(flat, starts) <= hi)
-    return {idx[j] for j in np.flatnonzero(~ok).tolist()}
+    counts = np.add.reduceat(bad, starts)
+    for j in np.flatnonzero(counts).tolist():
+        c = cand[idx[j]]
+        a = np.array(c[col], dtype=np.float64)  # simdjson's buffer is read-only: a copy
+        a[bad[starts[j] : starts[j] + a.size]] = NAN
+        c[col] = a
+        c[8] += int(counts[j])

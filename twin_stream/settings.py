@@ -167,13 +167,36 @@ class EngineSettings(_Strict):
         description="out-of-order records within this are reordered; "
         "outputs wait this long in event time, so keep it small for fast alerts",
     )
-    max_gap_s: float = Field(60.0, gt=0, le=86_400 * 30)
+    max_gap_s: float = Field(
+        60.0,
+        gt=0,
+        le=86_400 * 30,
+        description="an interval between two samples of a battery longer than this and than "
+        "gap_factor x the battery's typical interval is a gap: not integrated, reported as a "
+        "data_gap estimate",
+    )
+    gap_factor: float = Field(
+        3.0,
+        ge=0,
+        le=1000,
+        description="gaps are judged against each battery's own sampling: an interval is a gap "
+        "when longer than max(max_gap_s, gap_factor x typical interval), the typical interval "
+        "being the lower median of the battery's last 16 intervals (the current one included; "
+        "kept in its state, decided record by record). A 1/min source with jitter integrates "
+        "fully, a 10 min hole in it is still a gap; 0 = max_gap_s alone",
+    )
     max_clock_skew_s: float = Field(
         300.0,
         gt=0,
         le=86_400 * 366 * 100,
         description="records whose ts is further ahead of this machine's clock are "
         "dead letters (future), never the battery's frontier",
+    )
+    plausibility_checks: bool = Field(
+        True,
+        description="the plausibility layer ahead of the models (twin_stream/plausibility.py): "
+        "open sense wires, impossible and stuck readings raise sensor_fault and are kept "
+        "out of SOC, imbalance, energy and voltage alerts",
     )
     max_message_bytes: int = Field(1 << 20, ge=1024, le=1 << 28)
     max_dead_letters_per_message: int = Field(
@@ -191,9 +214,23 @@ class ModelsSettings(_Strict):
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
+MarkedField = Literal["cell_voltages", "temperatures", "voltage", "soc", "soh"]
+
+
+def _default_markers() -> dict[MarkedField, list[float]]:
+    return {"cell_voltages": [65.535], "temperatures": []}
+
+
 class InputSettings(_Strict):
     field_map: dict[str, str] = Field(
         default_factory=dict, description="source field name -> logical name"
+    )
+    invalid_markers: dict[MarkedField, list[float]] = Field(
+        default_factory=_default_markers,
+        description="values a source sends for 'not available' (J1939: all ones, e.g. "
+        "65.535 V for a 16-bit mV field; -40 or 215 degC for some temperature sensors): such "
+        "a channel or optional field is removed from its record (counted as degraded), the "
+        "rest of the record is used. Values outside the valid ranges are removed anyway.",
     )
 
 
@@ -214,7 +251,7 @@ class LimitSetSettings(_Strict):
     hysteresis: float = Field(0.0, ge=0)
 
 
-class BatteryOverrides(_Strict):
+class _BatterySpecSettings(_Strict):
     chemistry: str | None = None
     capacity_ah: float | None = Field(None, gt=0, le=1e6)
     cells_in_series: int | None = Field(None, ge=1, le=1024)
@@ -224,7 +261,15 @@ class BatteryOverrides(_Strict):
     current_sign: Literal[1, -1] | None = None
 
 
-class BatteryDefaults(BatteryOverrides):
+class BatteryOverrides(_BatterySpecSettings):
+    models: dict[str, dict[str, Any]] | None = Field(
+        None,
+        description="per-battery model parameters over models.params, e.g. "
+        '{"eq_cycles": {"initial_cycles": 812}}; checked against each model\'s manifest',
+    )
+
+
+class BatteryDefaults(_BatterySpecSettings):
     chemistry: str | None = "NMC"
     capacity_ah: float | None = Field(100.0, gt=0, le=1e6)
     current_sign: Literal[1, -1] | None = 1

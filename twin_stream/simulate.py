@@ -131,7 +131,7 @@ BAD_KINDS = (
     "missing_current",
     "current_not_number",
     "current_nan_string",
-    "soc_out_of_range",
+    "ts_before_epoch",
     "battery_id_with_space",
     "empty_cell_array",
 )
@@ -410,8 +410,8 @@ def _bad_record(kind: str, rec: dict[str, Any], ts_ms: int, bad_id: str) -> dict
         r["current"] = "abc"
     elif kind == "current_nan_string":
         r["current"] = "NaN"
-    elif kind == "soc_out_of_range":
-        r["soc"] = 150.0
+    elif kind == "ts_before_epoch":  # a required field out of range (an optional one degrades)
+        r["ts"] = -1000
     elif kind == "battery_id_with_space":
         r["battery_id"] = bad_id
     elif kind == "empty_cell_array":

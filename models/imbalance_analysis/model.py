@@ -9,10 +9,14 @@ needs >= 2 finite cells, otherwise it has no spread):
 * Alert ``cell_imbalance`` (pack-level, channels ``cell_imbalance:warning`` and
   ``cell_imbalance:critical``): raise condition ``dV > spread_<level>_v``, clear condition
   ``dV < spread_<level>_v - spread_hysteresis_v``, through `twin_stream.alerting.debounce`
-  (leaky counter in event time, ``raise_debounce_s`` / ``clear_debounce_s``). The spread is
-  measured on every sample, under load too (the alert is about the cells, whatever the cause:
-  capacity, SOC or resistance mismatch). ``cell`` = index of the lowest cell at the deciding
-  sample, ``value`` = the spread there, ``threshold`` = the level.
+  (leaky counters in event time and samples: ``raise_debounce_s`` and ``raise_samples`` /
+  ``clear_debounce_s`` and ``clear_samples``). The spread is measured on every sample, under
+  load too (the alert is about the cells, whatever the cause: capacity, SOC or resistance
+  mismatch). ``cell`` = the culprit at the deciding sample: the finite cell furthest from
+  the median of the finite cells, high or low (ties: the lowest index), so a high cell or a
+  cell stuck high is named rather than a healthy low one; ``value`` = the spread there,
+  ``threshold`` = the level. ``cell`` is 0-based; the message says ``cell #25 (index 24)
+  at 3.781 V, 0.110 V below the median 3.891 V``.
 * Rest: a sample rests when ``|I| < rest_current_a``. The start of the current rest period
   is kept in the state, so rest spans chunk boundaries; a gap (``chunk.gap``) or a sample
   under load ends it (a rest period never spans a gap).
@@ -33,7 +37,8 @@ At the first sample of every ``estimate_interval_s`` slot of event time (`cadenc
     over tens of minutes to hours, so a reading after 10 min deserves less trust than after
     1 h (reference/domain.md: full equilibrium takes 2-5 h; 1 h is the usual compromise).
 
-State (JSON): ``{"version": 1, "channels": {key: [raise_ms, active, clear_ms]},
+State (JSON): ``{"version": 1, "channels": {key: [raise_ms, active, clear_ms, raise_n,
+clear_n, tally]},
 "last_slot": int | null, "rest_start": int | null}`` (rest_start = epoch ms of the first
 sample of the ongoing rest period, null when not resting).
 """
@@ -85,6 +90,8 @@ class ImbalanceAnalysis(Model):
         self._hyst = float(hyst)
         self._raise_ms = _ms(p["raise_debounce_s"])
         self._clear_ms = _ms(p["clear_debounce_s"])
+        self._raise_n = int(p["raise_samples"])
+        self._clear_n = int(p["clear_samples"])
         self._interval_ms = max(1, _ms(p["estimate_interval_s"]))
         self._rest_current = float(p["rest_current_a"])
         self._min_rest_ms = _ms(p["min_rest_s"])
@@ -146,8 +153,10 @@ class ImbalanceAnalysis(Model):
                 channels,
                 self._raise_ms,
                 self._clear_ms,
+                self._raise_n,
+                self._clear_n,
             )
-            for row, j, raised in events:
+            for row, j, raised, _ in events:
                 # same sample: raises by rising severity, clears by falling severity
                 key = (row, 0, 1 if raised else 0, j if raised else -j)
                 outputs.append((key, self._alert(chunk, row, j, raised, spread)))
@@ -199,19 +208,20 @@ class ImbalanceAnalysis(Model):
 
     def _alert(self, chunk: Chunk, row: int, level: int, raised: bool, spread: FloatArray) -> Alert:
         cells = chunk.cells[row]
-        low = int(np.argmin(np.where(np.isfinite(cells), cells, np.inf)))
+        idx, median = culprit(cells)
+        v = float(cells[idx])
+        off = v - median
+        where = f"{'above' if off >= 0 else 'below'} the median {median:.3f} V"
+        who = f"cell #{idx + 1} (index {idx}) at {v:.3f} V, {abs(off):.3f} V {where}"
         value = float(spread[row])
         threshold = float(self._levels[level])
         sev = _SEVERITIES[level]
         if raised:
-            message = (
-                f"cell spread {value:.3f} V (lowest cell {low} at {cells[low]:.3f} V) above the "
-                f"{sev} limit {threshold:g} V"
-            )
+            message = f"cell spread {value:.3f} V above the {sev} limit {threshold:g} V: {who}"
         else:
             message = (
-                f"cell spread back at {value:.3f} V (lowest cell {low} at {cells[low]:.3f} V), "
-                f"below the {sev} limit {threshold:g} V minus hysteresis {self._hyst:g} V: cleared"
+                f"cell spread back at {value:.3f} V, below the {sev} limit {threshold:g} V minus "
+                f"hysteresis {self._hyst:g} V ({who}): cleared"
             )
         return Alert(
             ts=int(chunk.ts[row]),
@@ -219,9 +229,18 @@ class ImbalanceAnalysis(Model):
             code="cell_imbalance",
             severity=sev,
             status="raised" if raised else "cleared",
-            cell=low,
+            cell=idx,
             value=value,
             threshold=threshold,
             unit="V",
             message=message,
         )
+
+
+def culprit(cells: FloatArray) -> tuple[int, float]:
+    """(index, median): the finite cell furthest from the median of the finite cells, high
+    or low; ties go to the lowest index. Needs at least one finite cell."""
+    finite = np.isfinite(cells)
+    median = float(np.median(cells[finite]))
+    dist = np.where(finite, np.abs(cells - median), -1.0)
+    return int(np.argmax(dist)), median

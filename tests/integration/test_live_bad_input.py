@@ -44,7 +44,7 @@ BAD: list[tuple[bytes | None, bytes | None, str]] = [
     (b"bad-1", orjson.dumps(rec("bad-1", "yesterday")), "ts"),
     (b"bad-1", orjson.dumps({"battery_id": "bad-1", "ts": 1000}), "current"),
     (b"bad-1", b'{"battery_id":"bad-1","ts":1000,"current":NaN}', "invalid JSON"),
-    (b"bad-1", orjson.dumps(rec("bad-1", 1000, soc=150.0)), "soc"),
+    (b"bad-1", orjson.dumps(rec("bad-1", 1000, soc="150")), "soc"),  # wrong type (150 degrades)
     (b"bad-1", orjson.dumps(rec("bad-1", 1000, cell_voltages=[3.7] * 2000)), "max_message_bytes"),
     # well-formed telemetry, but not keyed by its battery_id
     (None, orjson.dumps(rec("bad-2", 1000)), "does not match the message key"),

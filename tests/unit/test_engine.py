@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from itertools import pairwise
 
 import orjson
 import pytest
@@ -139,6 +140,78 @@ def test_gap_is_not_integrated_and_is_reported() -> None:
     assert eng.metrics.gaps == 1
 
 
+def minute_stream(minutes: int, jitter_s: float, seed: int = 5, hole: tuple = ()) -> list[dict]:
+    """One sample a minute with +/- jitter_s, none inside `hole` (start_s, end_s)."""
+    rnd = random.Random(seed)
+    out = []
+    for k in range(minutes + 1):
+        t = 600 + 60 * k + rnd.uniform(-jitter_s, jitter_s)
+        if hole and hole[0] <= t < hole[1]:
+            continue
+        out.append(rec(t, current=10.0 + (k % 3)))
+    return out
+
+
+def test_sparse_source_with_jitter_is_judged_by_its_own_interval() -> None:
+    recs = minute_stream(240, 3.0)
+    dts = [b["ts"] - a["ts"] for a, b in pairwise(recs)]
+    assert max(dts) > 60_000  # the absolute 60 s alone would cut this stream up
+    eng = Engine(cfg())
+    out = run(eng, rows_of(recs)[0], [7, 1, 50])
+    assert [e for e in out["estimates"] if e["name"] == "data_gap"] == [] and eng.metrics.gaps == 0
+    # every interval integrated (trapezoid): the model's total equals the hand-summed one
+    eq = out["states"]["b1"]["models"]["eq_cycles"]
+    got = eq["throughput_ah"] + eq["throughput_fah"] / 1e15
+    i = [r["current"] for r in recs]
+    want = sum((a + b) / 2 * d for a, b, d in zip(i, i[1:], dts, strict=False)) / 3.6e6
+    assert got == pytest.approx(want, rel=1e-12) and eq["gaps"] == 0
+    # its state keeps the battery's last 15 intervals
+    assert len(out["states"]["b1"]["intervals"]) == 15
+    # gap_factor 0: the absolute max_gap_s alone, as before
+    eng0 = Engine(cfg(gap_factor=0))
+    run(eng0, rows_of(recs)[0])
+    assert eng0.metrics.gaps > 50
+
+
+def test_a_real_hole_in_a_sparse_source_is_still_a_gap() -> None:
+    recs = minute_stream(240, 3.0, hole=(600 + 60 * 100.5, 600 + 60 * 110.5))  # 10 min missing
+    eng = Engine(cfg())
+    out = run(eng, rows_of(recs)[0], [3, 100])
+    gaps = [e for e in out["estimates"] if e["name"] == "data_gap"]
+    assert len(gaps) == 1 and 650 < gaps[0]["value"] < 670 and eng.metrics.gaps == 1
+    # and in a 1 Hz stream the 60 s floor still rules: 61 s is a gap, 59 s is not
+    recs = [rec(t) for t in range(100)] + [rec(159 + t) for t in range(100)]
+    recs += [rec(320 + t) for t in range(10)]
+    eng = Engine(cfg())
+    out = run(eng, rows_of(recs)[0])
+    assert [e["value"] for e in out["estimates"] if e["name"] == "data_gap"] == [62.0]
+
+
+def test_typical_interval_is_the_lower_median_of_a_window() -> None:
+    import numpy as np
+
+    from twin_stream.chunk import INTERVAL_WINDOW, typical_intervals
+
+    dt = np.array([1000] * 20 + [600_000] + [1000] * 5, dtype=np.int64)
+    t = typical_intervals([], dt)
+    assert t.tolist() == [1000] * 26  # one hole never makes itself typical
+    slow = np.array([60_000] * 9, dtype=np.int64)
+    t = typical_intervals([1000] * INTERVAL_WINDOW, slow)
+    assert t.tolist() == [1000] * 8 + [60_000]  # a new rate is typical after 8 of 16
+    # any split gives the same answer (the window is carried in the state)
+    whole = typical_intervals([], dt)
+    for cut in (1, 5, 15, 16, 21):
+        from twin_stream.chunk import next_intervals
+
+        h = next_intervals([], dt[:cut], first=False)
+        assert (
+            np.concatenate(
+                [typical_intervals([], dt[:cut]), typical_intervals(h, dt[cut:])]
+            ).tolist()
+            == whole.tolist()
+        )
+
+
 def test_cell_count_is_locked_per_battery() -> None:
     recs = [rec(0, cells=[3.7] * 4), rec(1, cells=[3.7] * 3), rec(2, cells=[3.7] * 4)]
     eng = Engine(cfg())
@@ -176,7 +249,13 @@ def fleet_rows() -> list[Row]:
             faults=FaultSpec(over_voltage=1, weak_cell=1, dropout=1, duplicates=4, disorder=3),
         )
     )
-    rows, _ = rows_of(sim.records)
+    records = list(sim.records)
+    # a sparse battery interleaved: 1/min +/- 3 s with a 10 min hole (the gap rule's state)
+    t0 = min(r["ts"] for r in records if isinstance(r, dict) and "ts" in r)
+    for r in minute_stream(40, 3.0, hole=(600 + 60 * 20.5, 600 + 60 * 30.5)):
+        r = {**r, "battery_id": "sparse", "ts": t0 + r["ts"] - 600_000}
+        records.insert(min(len(records), (r["ts"] - t0) * 3 // 1000), r)
+    rows, _ = rows_of(records)
     return rows
 
 
@@ -188,6 +267,8 @@ def test_engine_is_chunking_invariant(fleet_rows: list[Row], sizes: list[int]) -
     chunked = run(Engine(s), fleet_rows, sizes)
     assert chunked == whole
     assert whole["alerts"], "the fleet has an over-voltage fault: alerts expected"
+    gaps = [e for e in whole["estimates"] if e["name"] == "data_gap"]
+    assert [g["battery_id"] for g in gaps].count("sparse") == 1
 
 
 def test_restart_from_serialised_state_continues_exactly(fleet_rows: list[Row]) -> None:

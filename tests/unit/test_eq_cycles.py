@@ -1,5 +1,6 @@
-"""eq_cycles: hand-worked cycle counts, exact sign-change integration, gaps, SOH handling,
-the efficiency option, and exact invariance under chunking and restart from JSON state."""
+"""eq_cycles: hand-worked cycle counts, the integration modes (trapezoid, dense sign change,
+hold, interval average), the charge/discharge split and energies, gaps, SOH handling, the
+efficiency option, and exact invariance under chunking and restart from JSON state."""
 
 from __future__ import annotations
 
@@ -35,9 +36,11 @@ def make(**params: object) -> EqCycles:
     return EqCycles(EqCycles.manifest.validate_params(params, "eq_cycles"), SPEC)
 
 
-def run(m, ts, current, soh=None, cuts=(), roundtrip=False):
+def run(m, ts, current, soh=None, cuts=(), roundtrip=False, voltage=None, cells=None):
     """Feed the samples in chunks cut at `cuts`; returns (outputs, final state)."""
     ts = np.asarray(ts, dtype=np.int64)
+    volt = None if voltage is None else np.asarray(voltage, dtype=float)
+    cell = None if cells is None else np.asarray(cells, dtype=float)
     current = np.asarray(current, dtype=float)
     state = m.initial_state()
     outs: list = []
@@ -50,6 +53,8 @@ def run(m, ts, current, soh=None, cuts=(), roundtrip=False):
             prev_ts=prev,
             max_gap_ms=MAX_GAP_MS,
             soh=None if soh is None else np.asarray(soh, dtype=float)[lo:hi],
+            voltage=None if volt is None else volt[lo:hi],
+            cells=None if cell is None else cell[lo:hi],
         )
         o, state = m.process(c, state)
         outs += o
@@ -63,8 +68,12 @@ def cycles_of(state) -> float:
     return (state["cycles"] * 10**15 + state["cycles_fc"]) / 10**15
 
 
-def ah_of(state) -> float:
-    return (state["throughput_ah"] * 10**15 + state["throughput_fah"]) / 10**15
+def ah_of(state, key: str = "throughput") -> float:
+    return (state[f"{key}_ah"] * 10**15 + state[f"{key}_fah"]) / 10**15
+
+
+def kwh_of(state, key: str) -> float:
+    return (state[f"{key}_kwh"] * 10**15 + state[f"{key}_fkwh"]) / 10**15
 
 
 def last(outs, name: str) -> Estimate:
@@ -101,16 +110,132 @@ def test_sine_50a_24h_period_is_3_8197_cycles_a_day() -> None:
     assert abs(cycles_of(state) - 3.8197) < 1e-4
 
 
-def test_sign_change_inside_an_interval_is_integrated_exactly() -> None:
-    # 10 A then -10 A over 2 s: |I| is a V dipping to 0 at 1 s: 2 triangles of 10 A x 1 s / 2
-    _, state = run(make(), [T0, T0 + 2000], [10.0, -10.0])
-    assert abs(ah_of(state) * 3600 - 10.0) < 1e-9  # 10 A s, not 20 (|a|+|b|) and not 0
-    # asymmetric: 30 A to -10 A over 4 s: crossing at 3 s: 30*3/2 + 10*1/2 = 50 A s
-    _, state = run(make(), [T0, T0 + 4000], [30.0, -10.0])
-    assert abs(ah_of(state) * 3600 - 50.0) < 1e-9
-    # same sign: plain trapezoid 10 -> 20 A over 2 s = 30 A s; a zero end: 0 -> -10 over 2 s = 10
+def a_s(state, key: str = "throughput") -> float:
+    return ah_of(state, key) * 3600
+
+
+def test_sign_change_trapezoid_by_default_straight_line_only_when_dense() -> None:
+    # 10 A then -10 A over 10 s. Trapezoid of |I|: (10 + 10) / 2 x 10 = 100 A s, half of it
+    # discharge (the 10 A end), half charge. The straight line through zero (only for
+    # intervals <= dense_dt_s): two triangles of 10 A x 5 s / 2 = 50 A s, 25 + 25.
+    ts, i = [T0, T0 + 10_000], [10.0, -10.0]
+    _, trap = run(make(), ts, i)
+    assert abs(a_s(trap) - 100.0) < 1e-9
+    assert abs(a_s(trap, "discharge") - 50.0) < 1e-9 and abs(a_s(trap, "charge") - 50.0) < 1e-9
+    _, dense = run(make(dense_dt_s=10.0), ts, i)
+    assert abs(a_s(dense) - 50.0) < 1e-9
+    assert abs(a_s(dense, "discharge") - 25.0) < 1e-9 and abs(a_s(dense, "charge") - 25.0) < 1e-9
+    # the default dense_dt_s (1.5 s) covers 1 Hz: 10 A to -10 A over 1 s is 5 A s, not 10
+    _, one_hz = run(make(), [T0, T0 + 1000], i)
+    assert abs(a_s(one_hz) - 5.0) < 1e-9
+    # asymmetric, dense: 30 A to -10 A over 4 s crosses at 3 s: 30*3/2 + 10*1/2 = 45 + 5 A s
+    _, asym = run(make(dense_dt_s=4.0), [T0, T0 + 4000], [30.0, -10.0])
+    assert abs(a_s(asym, "discharge") - 45.0) < 1e-9 and abs(a_s(asym, "charge") - 5.0) < 1e-9
+    # the same, sparse: trapezoid 30*4/2 = 60 discharge, 10*4/2 = 20 charge
+    _, asym = run(make(), [T0, T0 + 4000], [30.0, -10.0])
+    assert abs(a_s(asym, "discharge") - 60.0) < 1e-9 and abs(a_s(asym, "charge") - 20.0) < 1e-9
+    # same sign: plain trapezoid 10 -> 20 A over 2 s = 30 A s; a zero end: 20 -> 0 over 2 s = 20
     _, state = run(make(), [T0, T0 + 2000, T0 + 4000], [10.0, 20.0, 0.0])
-    assert abs(ah_of(state) * 3600 - (30.0 + 20.0)) < 1e-9
+    assert abs(a_s(state) - (30.0 + 20.0)) < 1e-9 and a_s(state, "charge") == 0.0
+
+
+def test_hold_and_interval_average_modes() -> None:
+    # 10 A, -20 A, 30 A at 0, 10, 30 s
+    ts, i = [T0, T0 + 10_000, T0 + 30_000], [10.0, -20.0, 30.0]
+    _, hold = run(make(integration="hold"), ts, i)  # 10 x 10 out, 20 x 20 in
+    assert abs(a_s(hold, "discharge") - 100.0) < 1e-9 and abs(a_s(hold, "charge") - 400.0) < 1e-9
+    _, avg = run(make(integration="interval_average"), ts, i)  # 20 x 10 in, 30 x 20 out
+    assert abs(a_s(avg, "charge") - 200.0) < 1e-9 and abs(a_s(avg, "discharge") - 600.0) < 1e-9
+    # hold never uses the straight line, whatever dense_dt_s
+    _, hold = run(make(integration="hold", dense_dt_s=100.0), ts, i)
+    assert abs(a_s(hold) - 500.0) < 1e-9
+
+
+def test_split_sums_exactly_to_the_total_and_nominal_cycles() -> None:
+    rng = np.random.default_rng(3)
+    ts = seconds(5000)
+    i = rng.normal(0.0, 40.0, ts.size)
+    for params in ({}, {"dense_dt_s": 0.0}, {"integration": "hold"}, {"soh": 1}):
+        soh = np.full(ts.size, 80.0) if params.pop("soh", None) else None
+        outs, state = run(make(**params), ts, i, soh=soh, cuts=(17, 999))
+        total = state["throughput_ah"] * 10**15 + state["throughput_fah"]
+        parts = sum(state[f"{k}_ah"] * 10**15 + state[f"{k}_fah"] for k in ("charge", "discharge"))
+        assert total == parts and total > 0
+        for r in [o.ts for o in outs if o.name == "throughput_ah"]:
+            got = {o.name: o.value for o in outs if o.ts == r}
+            assert got["throughput_ah"] == pytest.approx(
+                got["throughput_charge_ah"] + got["throughput_discharge_ah"], rel=1e-15, abs=1e-12
+            )
+            # nominal cycles: throughput / (2 x 100 Ah), whatever SOH says
+            assert got["equivalent_cycles_nominal"] == pytest.approx(
+                got["throughput_ah"] / 200.0, rel=1e-15, abs=1e-15
+            )
+        nominal = last(outs, "equivalent_cycles_nominal").value
+        scaled = last(outs, "equivalent_cycles").value
+        assert scaled == pytest.approx(nominal / (0.8 if soh is not None else 1.0), rel=1e-9)
+
+
+def test_energy_from_pack_voltage_or_the_sum_of_cells() -> None:
+    # 100 A out for 1 h at 400 V -> 40 kWh, then 50 A in for 1 h at 410 V -> 20.5 kWh
+    ts = np.concatenate([seconds(3601), seconds(3600, start_s=3601)])
+    i = np.where(np.arange(ts.size) <= 3600, 100.0, -50.0)
+    v = np.where(i > 0, 400.0, 410.0)
+    outs, state = run(make(dense_dt_s=0.0), ts, i, voltage=v, cuts=(5, 3600, 3602))
+    # the interval 3600 -> 3601 s is the step: trapezoid 100 x 400 / 2 W s out, 50 x 410 / 2 in
+    assert kwh_of(state, "energy_discharge") == pytest.approx(
+        (3600 * 100 * 400 + 100 * 400 / 2) / 3.6e6, rel=1e-12
+    )
+    assert kwh_of(state, "energy_charge") == pytest.approx(
+        (3599 * 50 * 410 + 50 * 410 / 2) / 3.6e6, rel=1e-12
+    )
+    assert last(outs, "energy_discharge_kwh").unit == "kWh"
+    # no pack voltage: the sum of the cells (100 cells at 4.0 V = 400 V) gives the same
+    cells = np.repeat((v / 100.0)[:, None], 100, axis=1)
+    _, from_cells = run(make(dense_dt_s=0.0), ts, i, cells=cells, cuts=(7,))
+    assert kwh_of(from_cells, "energy_discharge") == pytest.approx(
+        kwh_of(state, "energy_discharge"), rel=1e-12
+    )
+    # neither: no energy estimate at all (the throughput ones are there)
+    outs, bare = run(make(), ts, i)
+    assert not [o for o in outs if o.name.startswith("energy_")]
+    assert [o for o in outs if o.name == "throughput_charge_ah"]
+    assert bare["energy_seen"] is False
+
+
+def test_energy_of_a_dense_sign_change_is_the_exact_product_integral() -> None:
+    # 10 A at 400 V to -10 A at 420 V over 1 s: I = 10 (1 - 2u), V = 400 + 20 u, u in [0, 1]
+    # out: int_0^0.5 10 (1 - 2u)(400 + 20u) du = 10 [400u - 390u^2 - 40u^3/3]_0^0.5 = 1008.33 W s
+    # in:  int_0.5^1 10 (2u - 1)(400 + 20u) du = 1041.67 W s
+    _, st_ = run(make(), [T0, T0 + 1000], [10.0, -10.0], voltage=[400.0, 420.0])
+    assert kwh_of(st_, "energy_discharge") * 3.6e6 == pytest.approx(1000.0 + 25.0 / 3.0, rel=1e-9)
+    assert kwh_of(st_, "energy_charge") * 3.6e6 == pytest.approx(1025.0 + 50.0 / 3.0, rel=1e-9)
+
+
+def test_version_1_state_is_upgraded() -> None:
+    ts = seconds(3601)
+    _, st2 = run(make(), ts[:10], np.full(10, 36.0))
+    v1 = {
+        k: st2[k]
+        for k in (
+            "prev_current",
+            "soh",
+            "throughput_ah",
+            "throughput_fah",
+            "cycles",
+            "cycles_fc",
+            "gaps",
+            "gap_ms",
+            "last_slot",
+        )
+    }
+    v1["version"] = 1
+    m = make()
+    c = build_chunk(
+        "b", ts[10:], np.full(ts.size - 10, 36.0), prev_ts=int(ts[9]), max_gap_ms=MAX_GAP_MS
+    )
+    _, up = m.process(c, v1)
+    assert up["version"] == 2 and abs(ah_of(up) - 36.0) < 1e-9  # the total carries on
+    assert abs(ah_of(up, "discharge") - 36.0 * 3591 / 3600) < 1e-9  # the split since then
 
 
 def test_first_interval_of_every_chunk_is_kept() -> None:
@@ -191,9 +316,15 @@ def test_estimates_follow_the_event_time_cadence() -> None:
     outs, _ = run(make(), ts, np.full(ts.size, 20.0), cuts=(7, 100, 1999))
     got = [o.ts for o in outs if o.name == "equivalent_cycles"]
     assert got == [int(ts[0])] + [T0 + k * 60_000 for k in range(1, 61)]
-    assert [o.name for o in outs[:2]] == ["equivalent_cycles", "throughput_ah"]
+    assert [o.name for o in outs[:5]] == [
+        "equivalent_cycles",
+        "equivalent_cycles_nominal",
+        "throughput_ah",
+        "throughput_charge_ah",
+        "throughput_discharge_ah",
+    ]
     # value as of the row: 20 A from 30 s to 60 s is 600 A s
-    assert abs(outs[3].value * 3600 - 600.0) < 1e-9
+    assert abs(outs[7].value * 3600 - 600.0) < 1e-9
     slow, _ = run(make(estimate_interval_s=600.0), ts, np.full(ts.size, 20.0))
     got = [o.ts for o in slow if o.name == "equivalent_cycles"]
     assert got == [int(ts[0])] + [T0 + k * 600_000 for k in range(1, 7)]
@@ -205,12 +336,16 @@ def test_manifest_defaults_and_validation() -> None:
         "estimate_interval_s": 60.0,
         "initial_cycles": 0.0,
         "min_soh_percent": 50.0,
+        "integration": "trapezoid",
+        "dense_dt_s": 1.5,
         "efficiency_mode": "none",
         "charge_efficiency": 0.98,
         "discharge_efficiency": 0.99,
     }
     with pytest.raises(ContractError, match="efficiency_mode"):
         EqCycles.manifest.validate_params({"efficiency_mode": "both"}, "eq_cycles")
+    with pytest.raises(ContractError, match="integration"):
+        EqCycles.manifest.validate_params({"integration": "linear"}, "eq_cycles")
     with pytest.raises(ContractError, match="min_soh_percent"):
         EqCycles.manifest.validate_params({"min_soh_percent": 0}, "eq_cycles")
 
@@ -227,7 +362,8 @@ def test_empty_chunk_changes_nothing() -> None:
 
 @cache
 def profile() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """~3 h at 1 Hz: drive (noisy, both signs), rests, a 10 min gap, sporadic SOH."""
+    """~3 h at ~1 Hz, irregular (dense and sparse intervals): drive (noisy, both signs), rests, a
+    10 min gap, sporadic SOH, a pack voltage absent at first and sporadically."""
     rng = np.random.default_rng(7)
     parts, t = [], 0
     for kind, dur in [
@@ -250,22 +386,33 @@ def profile() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         parts.append((t + np.arange(n), cur))
         t += n
     ts = T0 + np.concatenate([p[0] for p in parts]).astype(np.int64) * 1000
-    cur = np.concatenate([p[1] for p in parts])
+    # irregular sampling: dense (<= dense_dt_s) and sparse intervals both occur
+    ts = ts + rng.integers(0, 900, ts.size)
+    ts = ts[np.r_[True, np.diff(ts) > 0]]
+    keep = np.r_[True, rng.random(ts.size - 1) > 0.3]
+    ts = ts[keep]
+    cur = np.concatenate([p[1] for p in parts])[: keep.size][keep]
     soh = np.full(ts.size, np.nan)
     soh[rng.choice(ts.size, 12, replace=False)] = rng.uniform(85, 95, 12)
-    return ts, cur, soh
+    volt = 380.0 + 0.1 * cur + rng.normal(0.0, 0.5, ts.size)
+    volt[rng.random(ts.size) < 0.01] = np.nan  # sporadically missing
+    volt[: ts.size // 10] = np.nan  # and absent at first: energy estimates start later
+    return ts, cur, soh, volt
 
 
 @cache
 def reference():
-    ts, cur, soh = profile()
-    return run(make(efficiency_mode="stored_charge"), ts, cur, soh=soh)
+    ts, cur, soh, volt = profile()
+    return run(make(efficiency_mode="stored_charge"), ts, cur, soh=soh, voltage=volt)
 
 
 def test_reference_profile_is_not_trivial() -> None:
     outs, state = reference()
-    assert state["gaps"] == 1 and state["gap_ms"] == 601_000
+    assert state["gaps"] == 1 and 595_000 < state["gap_ms"] < 610_000
     assert len(outs) > 300 and cycles_of(state) > 0.1 and state["soh"] is not None
+    assert kwh_of(state, "energy_discharge") > 0 and kwh_of(state, "energy_charge") > 0
+    names = {o.name for o in outs}
+    assert {"energy_charge_kwh", "equivalent_cycles_nominal", "throughput_charge_ah"} <= names
 
 
 @settings(max_examples=60, deadline=None)
@@ -274,23 +421,30 @@ def test_reference_profile_is_not_trivial() -> None:
     roundtrip=st.booleans(),
 )
 def test_any_chunking_gives_identical_outputs_and_state(cuts, roundtrip) -> None:
-    ts, cur, soh = profile()
-    ref_out, ref_state = reference()
-    outs, state = run(
-        make(efficiency_mode="stored_charge"), ts, cur, soh=soh, cuts=cuts, roundtrip=roundtrip
-    )
-    assert outs == ref_out
-    assert state == ref_state
-
-
-def test_sample_by_sample_with_json_restart_is_identical() -> None:
-    ts, cur, soh = profile()
+    ts, cur, soh, volt = profile()
     ref_out, ref_state = reference()
     outs, state = run(
         make(efficiency_mode="stored_charge"),
         ts,
         cur,
         soh=soh,
+        cuts=cuts,
+        roundtrip=roundtrip,
+        voltage=volt,
+    )
+    assert outs == ref_out
+    assert state == ref_state
+
+
+def test_sample_by_sample_with_json_restart_is_identical() -> None:
+    ts, cur, soh, volt = profile()
+    ref_out, ref_state = reference()
+    outs, state = run(
+        make(efficiency_mode="stored_charge"),
+        ts,
+        cur,
+        soh=soh,
+        voltage=volt,
         cuts=range(1, ts.size),
         roundtrip=True,
     )

@@ -178,6 +178,62 @@ def test_cell_imbalance_critical_escalation_and_clear_order():
     ]
 
 
+def _culprit_run(cells: np.ndarray, current=None):
+    out, _ = run(make_model("NMC"), make_chunk(cells, current=current))
+    return alerts(out)
+
+
+def test_culprit_is_the_cell_furthest_from_the_median_low():
+    n = 60
+    cells = np.full((n, 8), 3.70) + np.linspace(0.0, 0.007, 8)[None, :]  # 3.700..3.707
+    cells[:, 5] = 3.59  # 0.1135 V below the median 3.7035 (of the other cells and itself)
+    a = _culprit_run(cells)[0]
+    assert (a.cell, a.severity, a.status) == (5, "warning", "raised")
+    assert a.message == (
+        "cell spread 0.117 V above the warning limit 0.1 V: cell #6 (index 5) at 3.590 V, "
+        "0.113 V below the median 3.703 V"
+    )
+
+
+def test_culprit_high_cell_is_named_not_the_lowest():
+    n = 60
+    cells = np.full((n, 7), 3.70) + np.linspace(0.0, 0.006, 7)[None, :]  # 3.700..3.706
+    cells[:, 2] = 3.82  # high cell; the lowest (index 0, 3.700) is healthy; median 3.704
+    a = _culprit_run(cells)[0]
+    assert a.cell == 2
+    assert "cell #3 (index 2) at 3.820 V, 0.116 V above the median 3.704 V" in a.message
+
+
+def test_culprit_stuck_high_channel_under_load():
+    # the pack discharges: every cell falls 1 mV/s, channel 6 is stuck at its first value
+    n = 200
+    t = np.arange(n)[:, None]
+    cells = 3.90 - 0.001 * t + np.zeros((1, 10)) + 0.0005 * np.arange(10)[None, :]
+    cells[:, 6] = cells[0, 6]
+    cur = np.full(n, 50.0)
+    a = _culprit_run(cells, cur)[0]
+    assert (a.cell, a.status) == (6, "raised")
+    assert "cell #7 (index 6)" in a.message and "above the median" in a.message
+    # ties go to the lowest index; NaN cells are never named
+    from models.imbalance_analysis.model import culprit
+
+    assert culprit(np.array([3.6, np.nan, 3.7, 3.8])) == (0, 3.7)
+    assert culprit(np.array([np.nan, 3.5, 3.7, 3.7, 3.7])) == (1, 3.7)
+
+
+def test_single_sample_glitch_at_0_1_hz_does_not_raise():
+    # 0.1 Hz: one sample's 10 s interval nearly fills the 30 s counter; 3 samples are needed
+    n = 12
+    ts = T0 + 10_000 * np.arange(n)
+    cells = np.full((n, 4), 3.70)
+    cells[4, 1] = 3.50  # one sample
+    cells[8:11, 1] = 3.50  # three samples: 30 s and 3 samples reached at row 10
+    out, _ = run(make_model("NMC", clear_samples=1), make_chunk(cells, ts=ts))
+    assert [((x.ts - T0) // 10_000, x.status, x.cell) for x in alerts(out)] == [
+        (10, "raised", 1),
+    ]
+
+
 def test_nan_cells_are_left_out_of_the_spread():
     n = 5
     cells = np.array([[3.70, np.nan, 3.65, 3.68]] * n)

@@ -79,7 +79,7 @@ def test_an_array_of_many_invalid_records_gives_a_capped_count_of_dead_letters()
 def test_an_exception_anywhere_in_decoding_is_one_dead_letter(monkeypatch) -> None:
     import twin_stream.codec as codec
 
-    def boom(obj, source=""):
+    def boom(obj, source="", markers=None):
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(codec, "lean_row", boom)

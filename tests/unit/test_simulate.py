@@ -64,13 +64,15 @@ def is_bad(item: Any) -> bool:
         return True
     if not isinstance(item.get("battery_id"), str) or not ID.match(item["battery_id"]):
         return True
-    if type(item.get("ts")) is not int:
+    if type(item.get("ts")) is not int or item["ts"] < 0:
         return True
+    # optional fields out of range only degrade (the record is used without them)
+    inf = math.inf
     for key, required, lo, hi in (
         ("current", True, -1e5, 1e5),
-        ("soc", False, 0, 100),
-        ("soh", False, 0, 100),
-        ("voltage", False, 0, 5000),
+        ("soc", False, -inf, inf),
+        ("soh", False, -inf, inf),
+        ("voltage", False, -inf, inf),
     ):
         x = item.get(key)
         if x is None:

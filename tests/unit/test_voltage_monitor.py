@@ -108,9 +108,9 @@ def test_nmc_over_voltage_raise_escalate_clear_at_hand_worked_times():
     ]
     a = alerts(out)
     assert (a[0].value, a[0].threshold, a[0].unit) == (4.23, 4.22, "V")
-    assert a[0].message == "cell 2 at 4.230 V above the warning limit 4.22 V"
+    assert a[0].message == "cell #3 (index 2) at 4.230 V above the warning limit 4.22 V"
     assert (a[1].value, a[1].threshold) == (4.26, 4.25)
-    assert a[1].message == "cell 2 at 4.260 V above the critical limit 4.25 V"
+    assert a[1].message == "cell #3 (index 2) at 4.260 V above the critical limit 4.25 V"
     assert (a[2].value, a[2].threshold) == (4.10, 4.25)
     assert all(x.model == "voltage_monitor" for x in a)
     assert state["channels"] == {}
@@ -172,7 +172,9 @@ def test_under_voltage_levels_follow_chemistry():
         (4, "cell_under_voltage", "warning", "raised", 0),
         (16, "cell_under_voltage", "critical", "raised", 0),
     ]
-    assert alerts(out_nmc)[1].message == "cell 0 at 2.400 V below the critical limit 2.5 V"
+    assert (
+        alerts(out_nmc)[1].message == "cell #1 (index 0) at 2.400 V below the critical limit 2.5 V"
+    )
     assert brief(out_lfp) == [(16, "cell_under_voltage", "warning", "raised", 0)]
 
 
@@ -263,7 +265,7 @@ def test_over_temperature_per_sensor_with_temperature_debounce():
     ]
     a = alerts(out)[0]
     assert (a.value, a.threshold, a.unit) == (56.0, 55.0, "degC")
-    assert a.message == "sensor 1 at 56.0 degC above the warning limit 55 degC"
+    assert a.message == "sensor #2 (index 1) at 56.0 degC above the warning limit 55 degC"
 
 
 def test_charge_under_temperature_only_while_charging():
@@ -272,17 +274,149 @@ def test_charge_under_temperature_only_while_charging():
     temps[:, 0] = -5.0  # below the 0 degC charge limit; above the -20 degC discharge limit
     current = np.zeros(n)
     current[10:20] = -0.5  # trickle below charge_current_a: not charging
-    current[30:60] = -20.0  # charging
-    current[60:] = 30.0  # discharging: the alert clears (sensor reads a value)
-    out, _ = run(make_model("LFP"), make_chunk(temps=temps, current=current))
+    current[30:60] = -20.0  # charging: 5 s and 3 samples -> raised at 34
+    current[60:] = 30.0  # discharging: latched for 20 s after row 59, then 10 s -> 89
+    model = make_model("LFP", charge_latch_s=20.0)
+    out, state = run(model, make_chunk(temps=temps, current=current))
     assert brief(out) == [
         (34, "charge_under_temperature", "warning", "raised", 0),
-        (69, "charge_under_temperature", "warning", "cleared", 0),
+        (89, "charge_under_temperature", "warning", "cleared", 0),
     ]
-    raised = alerts(out)[0]
+    raised, cleared = alerts(out)
     assert (raised.value, raised.threshold) == (-5.0, 0.0)
-    assert raised.message.endswith("while charging at 20.0 A")
-    assert "charging stopped" in alerts(out)[1].message
+    assert raised.message.startswith(
+        "charging at 20.0 A while the coldest sensor #1 (index 0) reads -5.0 degC, below the "
+        "warning charge-temperature limit 0 degC; 0.028 Ah charged below it so far"
+    )
+    # 30 samples x 20 A x 1 s = 600 As = 0.1667 Ah
+    assert "no charging below the limit for 20 s" in cleared.message
+    assert "0.167 Ah charged below it in this episode: cleared" in cleared.message
+    est = [o for o in out if isinstance(o, Estimate) and o.name == "charge_below_limit_ah"]
+    assert [((e.ts - T0) // 1000, round(e.value, 6)) for e in est] == [
+        (34, round(5 * 20 / 3600, 6)),
+        (89, round(30 * 20 / 3600, 6)),
+    ]
+    assert state["channels"] == {} and state["latch"] == {}
+
+
+def test_regen_pulses_below_zero_are_one_latched_episode_with_exposure():
+    # LFP at -5 degC, 1 Hz: a 3 s regen pulse of 20 A every 20 s (rows 10-12, 30-32, ...,
+    # 190-192), discharge in between. Raise: the counters (5 s, 3 samples) fill on violating
+    # samples only and hold in the gaps: rows 10, 11, 12, 30 -> 4000 ms, row 31 -> 5000 ms:
+    # raised at 31 with 5 x 20 As. Clear: the last violating row is 192, latched for 300 s
+    # (rows up to 492), then 10 s and 3 samples of the clear condition: cleared at 502 with
+    # 10 pulses x 3 samples x 20 A x 1 s = 600 As = 1/6 Ah.
+    n = 520
+    temps = np.full((n, 3), -5.0)
+    temps[:, 2] = -4.0
+    current = np.full(n, 40.0)
+    for k in range(10):
+        current[10 + 20 * k : 13 + 20 * k] = -20.0
+    out, state = run(make_model("LFP"), make_chunk(temps=temps, current=current))
+    assert brief(out) == [
+        (31, "charge_under_temperature", "warning", "raised", 0),
+        (502, "charge_under_temperature", "warning", "cleared", 0),
+    ]
+    est = [o for o in out if isinstance(o, Estimate) and o.name == "charge_below_limit_ah"]
+    assert [round(e.value * 3600, 9) for e in est] == [100.0, 600.0]
+    assert state["channels"] == {}
+    # without the latch (0 s) every pulse is too short to raise: nothing at all, because a
+    # pulse (3 s) never fills the 5 s counter and the gaps leak it
+    out0, _ = run(make_model("LFP", charge_latch_s=0.0), make_chunk(temps=temps, current=current))
+    assert brief(out0) == []
+
+
+def test_single_regen_sample_does_not_raise_but_accumulates_within_the_latch():
+    n = 400
+    temps = np.full((n, 1), -5.0)
+    current = np.full(n, 30.0)
+    current[[10, 100]] = -50.0  # two single samples 90 s apart: 2000 ms, 2 samples: no
+    out, _ = run(make_model("LFP"), make_chunk(temps=temps, current=current))
+    assert brief(out) == []
+    current[[10, 100, 150, 200, 250]] = -50.0  # 5 s, 5 samples, each within the latch: raised
+    out, _ = run(make_model("LFP"), make_chunk(temps=temps, current=current))
+    assert brief(out)[0] == (250, "charge_under_temperature", "warning", "raised", 0)
+
+
+def test_glitch_at_0_1_hz_needs_samples_not_only_time():
+    # 0.1 Hz: one sample's 10 s interval fills the 2 s time counter on its own
+    n = 14
+    ts = T0 + 10_000 * np.arange(n)
+    cells = np.full((n, 4), 3.90)
+    cells[3, 1] = 4.30  # a single-sample glitch above warning and critical
+    out, _ = run(make_model("NMC"), make_chunk(cells, ts=ts))
+    assert alerts(out) == []  # before the sample count it raised warning and critical
+    cells[7:10, 2] = 4.30  # three samples
+    out, _ = run(make_model("NMC", raise_samples=3), make_chunk(cells, ts=ts))
+    assert [((a.ts - T0) // 10_000, a.severity, a.status, a.cell) for a in alerts(out)] == [
+        (9, "warning", "raised", 2),
+        (9, "critical", "raised", 2),
+        (11, "critical", "cleared", 2),
+        (11, "warning", "cleared", 2),
+    ]
+    cells[9, 2] = 3.90  # only two samples: no raise with raise_samples=3, a raise with 2
+    out, _ = run(make_model("NMC", raise_samples=3), make_chunk(cells, ts=ts))
+    assert alerts(out) == []
+    out, _ = run(make_model("NMC"), make_chunk(cells, ts=ts))
+    assert [((a.ts - T0) // 10_000, a.status) for a in alerts(out)][:2] == [
+        (8, "raised"),
+        (8, "raised"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("coldest", "amps", "expect"),
+    [
+        (-0.1, -60.0, []),  # below the table: charge_under_temperature's business
+        (0.0, -19.0, []),  # 0.2C x 100 Ah = 20 A warning, 30 A critical from 0 degC
+        (0.0, -21.0, ["warning"]),
+        (9.9, -31.0, ["warning", "critical"]),
+        (10.0, -31.0, []),  # 1C = 100 A warning, 150 A critical from 10 degC
+        (10.0, -101.0, ["warning"]),
+        (25.0, -151.0, ["warning", "critical"]),
+        (None, -101.0, ["warning"]),  # no valid sensor: the warmest band's limit
+    ],
+)
+def test_charge_over_current_at_the_derating_breakpoints(coldest, amps, expect):
+    n = 30
+    temps = np.full((n, 3), 30.0)
+    temps[:, 1] = np.nan if coldest is None else coldest
+    if coldest is None:
+        temps[:] = np.nan
+    current = np.full(n, amps)
+    out, _ = run(make_model("LFP"), make_chunk(temps=temps, current=current))
+    got = [a for a in alerts(out) if a.code == "charge_over_current"]
+    # current debounce 2 s and 3 samples: rows 0 (dt 0), 1, 2 -> raised at row 2
+    assert [(a.severity, (a.ts - T0) // 1000) for a in got] == [(s, 2) for s in expect]
+    for a in got:
+        assert a.unit == "A" and a.value == pytest.approx(-amps)
+        assert a.cell == (None if coldest is None else 1)
+    if got:
+        lim = {"warning": 1.0, "critical": 1.5}[got[0].severity]
+        factor = 1.0 if coldest is None or coldest >= 10 else 0.2
+        assert got[0].threshold == pytest.approx(lim * factor * 100.0)
+        assert "above the warning charge-current limit" in got[0].message
+
+
+def test_pack_over_current_discharge_and_charge():
+    n = 40
+    current = np.zeros(n)
+    current[5:15] = 310.0  # > 3C on 100 Ah: discharge warning at row 7
+    current[25:35] = -210.0  # < -2C: charge warning at row 27
+    temps = np.full((n, 1), 25.0)
+    out, _ = run(make_model("NMC"), make_chunk(temps=temps, current=current))
+    got = [a for a in alerts(out) if a.code == "pack_over_current"]
+    assert [((a.ts - T0) // 1000, a.severity, a.status, a.cell) for a in got] == [
+        (7, "warning", "raised", None),
+        (19, "warning", "cleared", None),
+        (27, "warning", "raised", None),
+        (39, "warning", "cleared", None),
+    ]
+    assert got[0].message == (
+        "pack discharge current 310.0 A (3.10C) above the warning discharge-current limit "
+        "300.0 A (3C)"
+    )
+    assert (got[2].value, got[2].threshold) == (-210.0, -200.0)
 
 
 def test_charge_under_temperature_clears_on_warming_and_nan_sensor_holds():
@@ -395,6 +529,9 @@ def violating_sequence() -> Chunk:
     temps[50:300, 2] = -2.0 + rng.normal(0.0, 2.0, 250)
     temps[300:, 0] = 55.0 + rng.normal(0.0, 1.0, 100)
     current = np.where(np.arange(n) % 90 < 45, -15.0, 10.0)
+    current[60:70] = 320.0  # pack over-current (3.2C)
+    current[320:330] = -160.0  # charge over-current (1.6C at ~25 degC)
+    current[340:343] = -160.0
     return build_chunk(
         "bat-1", ts, current, prev_ts=None, max_gap_ms=MAX_GAP_MS, cells=cells, temps=temps
     )
@@ -415,6 +552,7 @@ def run_in_pieces(model, chunk: Chunk, cuts: list[int], via_json: bool = False):
 MODELS = {
     "default": {},
     "compensated": {"temperature_coefficient_mv_per_degc": -3.0, "estimate_interval_s": 7.0},
+    "short_latch": {"charge_latch_s": 15.0, "raise_samples": 3, "temperature_raise_samples": 4},
 }
 
 
@@ -427,7 +565,13 @@ def test_chunking_invariance(variant: str, cuts: list[int]):
     whole_out, whole_state = run_in_pieces(model, chunk, [])
     assert len(alerts(whole_out)) >= 6  # the sequence does exercise the channels
     codes = {a.code for a in alerts(whole_out)}
-    assert {"cell_over_voltage", "cell_under_voltage", "charge_under_temperature"} <= codes
+    assert {
+        "cell_over_voltage",
+        "cell_under_voltage",
+        "charge_under_temperature",
+        "pack_over_current",
+        "charge_over_current",
+    } <= codes
     out, state = run_in_pieces(model, chunk, cuts)
     assert out == whole_out
     assert state == whole_state
