@@ -34,6 +34,9 @@ class EstimateRecord(BaseModel):
     value: float
     unit: str
     confidence: float | None = Field(ge=0.0, le=1.0)
+    uncertainty: float | None = Field(
+        None, ge=0, description="1 sigma of the estimate, in its unit (None: not quantified)"
+    )
 
 
 class DeadLetterRecord(BaseModel):

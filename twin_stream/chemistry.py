@@ -6,7 +6,9 @@ are `LimitSet`s: levels (warning, critical) per side plus a hysteresis, in the q
 unit; current limits are C-rates (`pack_current`: discharge over / charge under, signed;
 `charge_current`: charge C-rate over, with a temperature `Derating`). The
 helpers here are the only place OCV tables are interpolated, so every model reads the curve
-the same way.
+the same way. Optional data for reading OCV at rest: `OcvHysteresis` (charge / discharge
+branches as offsets from the table, JSON ``ocv_hysteresis``) and `Relaxation` (slowest time
+constant, DC resistance, Arrhenius temperature factor, JSON ``relaxation``).
 """
 
 from __future__ import annotations
@@ -174,6 +176,89 @@ class LimitSet:
 
 
 @dataclass(frozen=True)
+class OcvHysteresis:
+    """Charge and discharge OCV branches as voltage offsets from the (mean) OCV table, as
+    functions of SOC (piecewise linear on `soc`): after a long charge the rest voltage is
+    OCV(soc) + charge_v(soc), after a long discharge OCV(soc) + discharge_v(soc) (<= 0).
+    `approach_soc_pct`: after a current reversal the voltage moves towards the new branch as
+    1 - exp(-throughput / approach_soc_pct), throughput in % SOC (Plett's one-state model)."""
+
+    soc: tuple[float, ...]
+    charge_v: tuple[float, ...]
+    discharge_v: tuple[float, ...]
+    approach_soc_pct: float = 2.5
+
+    def __post_init__(self) -> None:
+        s = np.asarray(self.soc, dtype=float)
+        if s.size < 1 or len(self.charge_v) != s.size or len(self.discharge_v) != s.size:
+            raise ChemistryError("ocv_hysteresis needs equally long soc, charge_v, discharge_v")
+        if s.size > 1 and not np.all(np.diff(s) > 0):
+            raise ChemistryError("ocv_hysteresis soc must be strictly increasing")
+        if self.approach_soc_pct <= 0:
+            raise ChemistryError("ocv_hysteresis approach_soc_pct must be > 0")
+
+    def offset(self, soc: npt.ArrayLike, direction: int) -> FloatArray:
+        """Branch offset [V] at SOC for direction +1 (charge) or -1 (discharge); 0 for 0."""
+        x = np.asarray(soc, dtype=float)
+        if direction == 0:
+            return np.zeros_like(x)
+        ys = self.charge_v if direction > 0 else self.discharge_v
+        return np.interp(x, np.asarray(self.soc, dtype=float), np.asarray(ys, dtype=float))
+
+    def half_width_v(self) -> float:
+        """The largest half-width of the hysteresis band [V]."""
+        return float(np.max((np.asarray(self.charge_v) - np.asarray(self.discharge_v)) / 2.0))
+
+    def branch(self, ocv: OcvTable, weight: float, direction: int) -> tuple[FloatArray, FloatArray]:
+        """(soc knots, voltage knots) of OCV + weight x branch offset (weight in [0, 1]),
+        strictly increasing in both (for np.interp inversion)."""
+        s = np.union1d(ocv.soc_array, np.asarray(self.soc, dtype=float))
+        s = s[(s >= ocv.soc_array[0]) & (s <= ocv.soc_array[-1])]
+        v = ocv.ocv_from_soc(s) + weight * self.offset(s, direction)
+        if not np.all(np.diff(v) > 0):
+            raise ChemistryError("ocv_hysteresis makes a branch non-monotonic")
+        return s, v
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> OcvHysteresis:
+        return OcvHysteresis(
+            tuple(float(x) for x in d["soc"]),
+            tuple(float(x) for x in d["charge_v"]),
+            tuple(float(x) for x in d["discharge_v"]),
+            float(d.get("approach_soc_pct", 2.5)),
+        )
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """Relaxation and resistance data for reading OCV at rest: the slowest relaxation time
+    constant `tau_s` and the quasi-steady DC resistance x capacity `resistance_ohm_ah` at
+    `t_ref_c`, both scaled by exp(activation_k (1/T - 1/T_ref)) at temperature T."""
+
+    tau_s: float = 1200.0
+    activation_k: float = 3000.0
+    t_ref_c: float = 25.0
+    resistance_ohm_ah: float = 0.15
+
+    def factor(self, temp_c: npt.ArrayLike) -> FloatArray:
+        """Arrhenius factor at temperature(s) [degC]; 1 where NaN."""
+        t = np.asarray(temp_c, dtype=float)
+        t = np.where(np.isfinite(t), t, self.t_ref_c)
+        k = 273.15
+        out: FloatArray = np.exp(self.activation_k * (1.0 / (t + k) - 1.0 / (self.t_ref_c + k)))
+        return out
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Relaxation:
+        return Relaxation(
+            float(d.get("tau_s", 1200.0)),
+            float(d.get("activation_k", 3000.0)),
+            float(d.get("t_ref_c", 25.0)),
+            float(d.get("resistance_ohm_ah", 0.15)),
+        )
+
+
+@dataclass(frozen=True)
 class Chemistry:
     name: str
     ocv: OcvTable
@@ -182,6 +267,8 @@ class Chemistry:
     discharge_efficiency: float
     limits: dict[str, LimitSet] = field(default_factory=dict)
     description: str = ""
+    hysteresis: OcvHysteresis | None = None
+    relaxation: Relaxation | None = None
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Chemistry:
@@ -194,6 +281,10 @@ class Chemistry:
             discharge_efficiency=float(eff.get("discharge", 1.0)),
             limits={k: LimitSet.from_dict(v) for k, v in d.get("limits", {}).items()},
             description=str(d.get("description", "")),
+            hysteresis=OcvHysteresis.from_dict(d["ocv_hysteresis"])
+            if "ocv_hysteresis" in d
+            else None,
+            relaxation=Relaxation.from_dict(d["relaxation"]) if "relaxation" in d else None,
         )
 
 

@@ -444,6 +444,7 @@ def output_record(battery_id: str, out: Output) -> dict[str, Any]:
         "value": float(out.value),
         "unit": out.unit,
         "confidence": None if out.confidence is None else float(out.confidence),
+        "uncertainty": None if out.uncertainty is None else float(out.uncertainty),
     }
 
 

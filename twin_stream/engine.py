@@ -191,7 +191,7 @@ class Engine:
         }
 
     def _check_state(self, battery_id: str, state: State | None) -> State:
-        if state is None:
+        if not state:  # None, or {} left by a call that failed before the battery had one
             return self.new_state(battery_id)
         if state.get("schema") != STATE_SCHEMA:
             raise ValueError(
@@ -226,10 +226,10 @@ class Engine:
     def process(self, battery_id: str, rows: Sequence[Row], state: State | None) -> Result:
         """Admit `rows` (all of `battery_id`, in arrival order) and run the models on what is
         released. Returns outputs, dead letters and the new state (input state untouched)."""
-        st = self._check_state(battery_id, state)
         res = Result()
-        prev_ts = st["last_ts"]
         try:
+            st = self._check_state(battery_id, state)  # builds the models: a bug may be here
+            prev_ts = st["last_ts"]
             released = self._admit(st, rows, res.dead)
             self._run(battery_id, st, released, prev_ts, res)
         except Exception as exc:  # a model bug must not stop the fleet nor lose the records
@@ -238,10 +238,17 @@ class Engine:
             why = f"internal error processing {battery_id}: {type(exc).__name__}: {exc}"
             return Result(
                 dead=[dead_letter(why, r.raw, r.source) for r in rows],
-                state=self._check_state(battery_id, state),
+                state=self._unchanged(battery_id, state),
             )
         res.state = st
         return res
+
+    def _unchanged(self, battery_id: str, state: State | None) -> State:
+        """The state as it was, for a call that failed (a fresh one if it cannot be read)."""
+        try:
+            return self._check_state(battery_id, state)
+        except Exception:
+            return dict(state) if state is not None else {}
 
     def flush(self, battery_id: str, state: State) -> Result:
         """Release everything buffered (end of a replay, or a battery gone silent)."""

@@ -58,7 +58,16 @@ ALERT_COLUMNS = (
     "unit",
     "message",
 )
-ESTIMATE_COLUMNS = ("battery_id", "ts", "model", "name", "value", "unit", "confidence")
+ESTIMATE_COLUMNS = (
+    "battery_id",
+    "ts",
+    "model",
+    "name",
+    "value",
+    "unit",
+    "confidence",
+    "uncertainty",
+)
 DEADLETTER_COLUMNS = ("error", "raw", "source", "raw_bytes", "raw_sha256", "truncated", "records")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

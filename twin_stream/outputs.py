@@ -33,6 +33,7 @@ class Estimate:
     value: float
     unit: str
     confidence: float | None
+    uncertainty: float | None = None  # 1 sigma, in `unit` (None: not quantified)
 
 
 Output = Alert | Estimate

@@ -362,6 +362,8 @@ def resolve_spec(defaults: BatteryDefaults, override: BatteryOverrides | None) -
         discharge_efficiency=base.discharge_efficiency,
         limits=limits,
         description=base.description,
+        hysteresis=base.hysteresis,
+        relaxation=base.relaxation,
     )
     key = json.dumps({k: v for k, v in merged.items() if k != "current_sign"}, sort_keys=True)
     return BatterySpec(

@@ -99,7 +99,13 @@ class ImbalanceAnalysis(Model):
         self._slope_ref = float(p["slope_ref_mv_per_pct"])
 
     def initial_state(self) -> State:
-        return {"version": STATE_VERSION, "channels": {}, "last_slot": None, "rest_start": None}
+        return {
+            "version": STATE_VERSION,
+            "channels": {},
+            "last_slot": None,
+            "rest_start": None,
+            "named": {},
+        }
 
     def process(self, chunk: Chunk, state: State) -> tuple[list[Output], State]:
         if state.get("version") != STATE_VERSION:
@@ -107,6 +113,9 @@ class ImbalanceAnalysis(Model):
                 f"imbalance_analysis: state version {state.get('version')!r} is not {STATE_VERSION}"
             )
         channels: dict[str, list[int]] = {k: list(v) for k, v in state["channels"].items()}
+        # the cell each raised level named: its clear names the same cell (an episode is one
+        # (code, cell) from raise to clear for whoever pairs them, e.g. the dashboard)
+        named: dict[str, int] = dict(state.get("named") or {})
         last_slot: int | None = state["last_slot"]
         carried_rest: int | None = state["rest_start"]
         n = len(chunk)
@@ -159,7 +168,10 @@ class ImbalanceAnalysis(Model):
             for row, j, raised, _ in events:
                 # same sample: raises by rising severity, clears by falling severity
                 key = (row, 0, 1 if raised else 0, j if raised else -j)
-                outputs.append((key, self._alert(chunk, row, j, raised, spread)))
+                alert = self._alert(chunk, row, j, raised, spread, named.pop(_KEYS[j], None))
+                if raised and alert.cell is not None:
+                    named[_KEYS[j]] = alert.cell
+                outputs.append((key, alert))
 
         rows, new_slot = cadence_rows(ts, last_slot, self._interval_ms)
         rows = rows[np.isfinite(spread[rows])]
@@ -203,12 +215,24 @@ class ImbalanceAnalysis(Model):
             "channels": channels,
             "last_slot": new_slot,
             "rest_start": new_rest,
+            "named": named,
         }
         return [out for _, out in outputs], new_state
 
-    def _alert(self, chunk: Chunk, row: int, level: int, raised: bool, spread: FloatArray) -> Alert:
+    def _alert(
+        self,
+        chunk: Chunk,
+        row: int,
+        level: int,
+        raised: bool,
+        spread: FloatArray,
+        cell: int | None = None,
+    ) -> Alert:
+        """The alert at `row`; it names the culprit now, or `cell` (the raise's, on a clear)."""
         cells = chunk.cells[row]
         idx, median = culprit(cells)
+        if cell is not None and not raised:
+            idx = cell
         v = float(cells[idx])
         off = v - median
         where = f"{'above' if off >= 0 else 'below'} the median {median:.3f} V"

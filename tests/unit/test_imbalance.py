@@ -326,3 +326,17 @@ def test_state_json_round_trip_mid_way(cut: int):
     out, state = run_in_pieces(model, chunk, [cut], via_json=True)
     assert out == whole_out
     assert state == whole_state
+
+
+def test_the_clear_names_the_cell_its_raise_named():
+    # cell index 2 runs 150 mV high (raise names it); later it recovers while index 0 drifts
+    # a little low, so at the clear index 0 is furthest from the median: the clear must still
+    # name index 2, or whoever pairs raise and clear by (code, cell) keeps the episode open
+    n = 300
+    cells = np.tile([3.70, 3.70, 3.70, 3.70], (n, 1))
+    cells[:100, 2] = 3.85
+    cells[100:, 0] = 3.69
+    out, _ = run(make_model("NMC"), make_chunk(cells))
+    got = [(a.status, a.cell) for a in alerts(out) if a.code == "cell_imbalance"]
+    assert got == [("raised", 2), ("cleared", 2)]
+    assert "cell #3 (index 2)" in alerts(out)[-1].message

@@ -150,3 +150,25 @@ def test_a_stored_frontier_from_the_future_is_reset_once() -> None:
     assert engine.metrics.late == 0 and res.state["last_ts"] == t0 + 1000
     engine.process("b1", _rows(t0 + 2000), res.state)
     assert engine.metrics.frontier_resets == 1  # the repaired state is not reset again
+
+
+def test_a_model_that_cannot_be_built_dead_letters_its_records_and_the_engine_goes_on(
+    monkeypatch,
+) -> None:
+    from models.eq_cycles.model import EqCycles
+
+    engine = Engine(Settings())
+    original = EqCycles.__init__
+
+    def broken(self, *args, **kwargs):
+        raise KeyError("a parameter the code expects")
+
+    monkeypatch.setattr(EqCycles, "__init__", broken)
+    t0 = int(NOW_S * 1000) - 10_000
+    res = engine.process("b1", _rows(t0, t0 + 1000), None)
+    assert engine.metrics.errors == 2 and len(res.dead) == 2
+    assert "internal error processing b1: KeyError" in res.dead[0].error
+    monkeypatch.setattr(EqCycles, "__init__", original)  # the fix is deployed
+    engine = Engine(Settings())
+    again = engine.process("b1", _rows(t0, t0 + 1000), res.state)
+    assert again.dead == [] and engine.metrics.processed == 2
