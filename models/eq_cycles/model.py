@@ -199,6 +199,7 @@ class EqCycles(Model):
         self._min_soh = float(p["min_soh_percent"])
         self._mode = str(p["integration"])
         self._dense_ms = round(float(p["dense_dt_s"]) * 1000.0)
+        self._deadband = float(p["current_deadband_a"])
         if p["efficiency_mode"] == "stored_charge":
             self._w_charge = float(p["charge_efficiency"])
             self._w_discharge = 1.0 / float(p["discharge_efficiency"])
@@ -230,6 +231,8 @@ class EqCycles(Model):
         prev_voltage: float | None = state["prev_voltage"]
         carried_soh: float | None = state["soh"]
         cur = chunk.current
+        if self._deadband > 0.0:  # |I| below it is sensor noise or offset, not throughput
+            cur = np.where(np.abs(cur) < self._deadband, 0.0, cur)
         dt = chunk.dt_ms
 
         # SOH per sample: reported value, else the last one reported (state), else 100

@@ -337,6 +337,7 @@ def test_manifest_defaults_and_validation() -> None:
         "initial_cycles": 0.0,
         "min_soh_percent": 50.0,
         "integration": "trapezoid",
+        "current_deadband_a": 0.0,
         "dense_dt_s": 1.5,
         "efficiency_mode": "none",
         "charge_efficiency": 0.98,
@@ -450,3 +451,17 @@ def test_sample_by_sample_with_json_restart_is_identical() -> None:
     )
     assert outs == ref_out
     assert state == ref_state
+
+
+def test_deadband_drops_a_parked_offset_and_keeps_real_current() -> None:
+    # 1 h parked with a -0.3 A sensor offset, then 1 h at 20 A
+    ts = seconds(2 * 3600 + 1)
+    cur = np.where(np.arange(ts.size) <= 3600, -0.3, 20.0)
+    _, off = run(make(), ts, cur)
+    _, band = run(make(current_deadband_a=0.5), ts, cur)
+    # without: 0.3 A x 1 h phantom, then the 1 s step through zero (dense: the straight line,
+    # (a^2 + b^2) / (2 |a - b|) = 400.09 / 40.6 A s), then 3599 s at 20 A
+    step = (0.3**2 + 20.0**2) / (2 * 20.3)
+    assert ah_of(off) == pytest.approx((0.3 * 3600 + step + 20.0 * 3599) / 3600, abs=1e-9)
+    # with the deadband the parked hour adds nothing; the step integrates from 0 A
+    assert ah_of(band) == pytest.approx(20.0 + (10.0 - 20.0) / 3600, abs=1e-9)
