@@ -942,5 +942,17 @@ def preset(name: str, seed: int | None = None) -> Scenario:
     return s if seed is None else replace(s, seed=seed)
 
 
+def storage_day_1min() -> Scenario:
+    """jitter_1min's telematics unit (1/min +/- 3 s) on a storage pack's day: constant-current
+    segments the samples resolve (where a 0.5 % throughput bound applies at 1/min)."""
+    return replace(
+        preset("jitter_1min").with_config(
+            duty=(rest(30), cc(0.5, 90), rest(60), cccv(0.3, 150), rest(60), cc(0.25, 60), rest(30))
+        ),
+        name="storage_day_1min",
+        description="NMC 100 Ah storage day (CC discharge, CC-CV charge), 1/min +/- 3 s",
+    )
+
+
 def presets(names: Sequence[str] | None = None) -> list[Scenario]:
     return [PRESETS[n] for n in (names or list(PRESETS))]

@@ -67,26 +67,6 @@ def _log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------ scenarios
-def storage_day_1min() -> fs.Scenario:
-    """jitter_1min's telematics unit (1/min +/- 3 s) on a storage pack's day: constant-current
-    segments the samples resolve (the duty the 0.5 % bound is applied to at 1/min)."""
-    return replace(
-        fs.preset("jitter_1min").with_config(
-            duty=(
-                fs.rest(30),
-                fs.cc(0.5, 90),
-                fs.rest(60),
-                fs.cccv(0.3, 150),
-                fs.rest(60),
-                fs.cc(0.25, 60),
-                fs.rest(30),
-            )
-        ),
-        name="storage_day_1min",
-        description="NMC 100 Ah storage day (CC discharge, CC-CV charge), 1/min +/- 3 s",
-    )
-
-
 def high_cell() -> fs.Scenario:
     """A rested NMC pack with one cell 150 mV high for 20 min (a real excursion, below the
     over-voltage limits): the imbalance culprit must be that cell, not the lowest."""
@@ -1023,7 +1003,7 @@ def main(argv: list[str] | None = None) -> int:
         label: many(base.with_sensors(hz=hz, jitter_s=j), f"regen {label}")
         for label, hz, j in rates
     }
-    day = many(storage_day_1min(), "storage day 1/min")
+    day = many(fs.storage_day_1min(), "storage day 1/min")
     stopgo = many(fs.preset("jitter_1min"), "jitter_1min")
 
     thr, errs = throughput_rows(sweep, day, stopgo, cases)

@@ -88,17 +88,7 @@ def test_drive_with_regen_within_bound_at_every_rate(sc: fs.Scenario) -> None:
     check(replay(sc))
 
 
-DAY_1MIN = fs.preset("jitter_1min").with_config(
-    duty=(
-        fs.rest(30),
-        fs.cc(0.5, 90),
-        fs.rest(60),
-        fs.cccv(0.3, 150),
-        fs.rest(60),
-        fs.cc(0.25, 60),
-        fs.rest(30),
-    )
-)  # a storage pack's day seen by a telematics unit: 1/min +/- 3 s
+DAY_1MIN = fs.storage_day_1min()  # a storage pack's day seen by a telematics unit
 
 
 def test_one_sample_a_minute_with_jitter_integrates_fully() -> None:
