@@ -33,6 +33,7 @@ from twin_stream.codec import (
 from twin_stream.codec import _RANGES as RANGES
 
 _OPTIONAL = ("voltage", "soc", "soh")
+_OPT_RANGES = [RANGES[name] for name in _OPTIONAL]
 _ARRAYS = ("cell_voltages", "temperatures")
 _Array = simdjson.Array
 _Object = simdjson.Object
@@ -114,8 +115,12 @@ def _fields(doc: Any, data: bytes, markers: Markers) -> tuple[Any, ...] | None:
             t = type(x)
             if t is not float and t is not int:
                 return None  # the wrong type: malformed, the slow path says why
-            opt[k], bad = degrade_scalar(float(x), name, markers)
-            degraded += bad
+            lo, hi = _OPT_RANGES[k]
+            if lo < x <= hi and not markers:  # the common case, without a call
+                opt[k] = float(x)
+            else:
+                opt[k], bad = degrade_scalar(float(x), name, markers)
+                degraded += bad
     volt, soc, soh = opt
     try:
         x = get("seq")

@@ -99,8 +99,7 @@ def check(
     if k:
         finite = np.isfinite(cells)
         with np.errstate(invalid="ignore"):
-            median = np.nanmedian(np.where(finite, cells, np.nan), axis=1) if k else None
-        assert median is not None
+            median = np.median(cells, axis=1) if finite.all() else np.nanmedian(cells, axis=1)
         kind[~finite] = 1
         low = finite & (cells < lim.open_wire_low_v)
         high = finite & (cells > lim.open_wire_high_ratio * median[:, None])
@@ -132,36 +131,107 @@ def _stuck(
 ) -> tuple[BoolMatrix, list[list[Any]]]:
     """Per sample and cell: has the channel held one value for stuck_samples samples under
     current while the string median moved? Once it has, it stays stuck until its value
-    changes (the median coming back during a stop proves nothing). The run -- value, samples
-    under current, median at its start, confirmed 0/1 -- is carried across chunks."""
-    cells = chunk.cells
-    n, k = cells.shape
-    flowing = np.abs(chunk.current) >= lim.stuck_c_rate * capacity_ah
+    changes (the median coming back during a stop proves nothing). A missing reading pauses
+    the run. The run -- value, samples under current, median at its start, confirmed 0/1 --
+    is carried across chunks. Vectorised over samples and cells (runs by cumulative sums);
+    tests/unit/test_plausibility.py holds it to a plain per-sample loop."""
+    n, k = chunk.cells.shape
     fresh: list[Any] = [None, 0, None, 0]  # JSON-safe: no NaN in a state
     runs = carried if carried is not None and len(carried) == k else [fresh] * k
-    out = np.zeros((n, k), dtype=bool)
-    med = median.tolist()
-    flow = flowing.tolist()
+    if n == 0:
+        return np.zeros((0, k), dtype=bool), [[*r, 0][:4] for r in runs]
+    # Only a column that repeats a value (or carries a run) can be stuck: the others are
+    # decided at once, and the cumulative sums below run over the few that remain.
+    cells = chunk.cells
+    prev = np.vstack([[np.nan if r[0] is None else r[0] for r in runs], cells[:-1]])
+    carries = np.array([bool(r[1]) or bool(r[3:4] and r[3]) for r in runs])
+    # a missing reading makes "the previous value" the last finite one: such columns take
+    # the full path (conservative), as do those that repeat a value or carry a run
+    repeats = (cells == prev).any(axis=0) | carries | ~np.isfinite(cells).all(axis=0)
+    if not repeats.all():
+        out = np.zeros((n, k), dtype=bool)
+        quick_runs = _no_run_state(cells, median, runs)
+        cols = np.flatnonzero(repeats)
+        if cols.size:
+            sub = replace(chunk, cells=cells[:, cols])
+            sub_out, sub_runs = _stuck(sub, median, [runs[j] for j in cols], lim, capacity_ah)
+            out[:, cols] = sub_out
+            for j, r in zip(cols.tolist(), sub_runs, strict=True):
+                quick_runs[j] = r
+        return out, quick_runs
+    c_val = np.array([np.nan if r[0] is None else r[0] for r in runs], dtype=np.float64)
+    c_len = np.array([int(r[1]) for r in runs], dtype=np.int64)
+    c_med = np.array([np.nan if r[2] is None else r[2] for r in runs], dtype=np.float64)
+    c_conf = np.array([bool(r[3]) if len(r) > 3 else False for r in runs], dtype=bool)
+
+    finite = np.isfinite(cells)
+    ext = np.vstack([c_val[None, :], cells])  # the carried run value as row -1
+    if finite.all():
+        before = ext[:-1]  # the value before each row
+    else:  # the last finite value before each row (NaN: none)
+        rows = np.arange(n + 1, dtype=np.int32)[:, None]
+        last = np.maximum.accumulate(np.where(np.isfinite(ext), rows, 0), axis=0)
+        before = ext[last, np.arange(k)][:-1]
+    change = finite & (cells != before)  # a new run starts here (NaN != anything)
+    continuing = ~np.logical_or.accumulate(change, axis=0)  # still the carried run
+    flowing = (np.abs(chunk.current) >= lim.stuck_c_rate * capacity_ah)[:, None]
+
+    def at_run_start(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """`x` at the start row of each row's run (x must not decrease down a column)."""
+        return np.maximum.accumulate(np.where(change, x, x.min(initial=0) - 1), axis=0)
+
+    inc = np.cumsum(finite & ~change & flowing, axis=0, dtype=np.int32)  # under current
+    length = np.where(continuing, c_len + inc, inc - at_run_start(inc))
+    # the row where each column's last run started (-1: the carried run goes on)
+    ends = change[::-1]
+    last_start = np.where(ends.any(axis=0), n - 1 - np.argmax(ends, axis=0), -1)
+    end_med = np.where(last_start >= 0, median[np.maximum(last_start, 0)], c_med)
+    long_run = finite & (length >= lim.stuck_samples)
+    if long_run.any():  # rare: a run long enough to be judged
+        rows1 = np.arange(n, dtype=np.int32)[:, None]
+        run_row = np.maximum.accumulate(np.where(change, rows1, -1), axis=0)
+        start_med = np.where(continuing, c_med[None, :], median[np.maximum(run_row, 0)])
+        with np.errstate(invalid="ignore"):
+            moved = np.abs(median[:, None] - start_med) >= lim.stuck_min_move_v
+        cond = long_run & moved
+        hits = np.cumsum(cond, axis=0, dtype=np.int32)
+        confirmed = np.where(
+            continuing, c_conf[None, :] | (hits > 0), hits - at_run_start(hits - cond) > 0
+        )
+    else:
+        confirmed = continuing & c_conf[None, :]
+    out = finite & confirmed
+
     new_runs: list[list[Any]] = []
     for j in range(k):
-        value, length, start_median, confirmed = [*runs[j], 0][:4]
-        col = cells[:, j].tolist()
-        for i in range(n):
-            v = col[i]
-            if v != v:  # NaN: no reading, the run pauses
-                continue
-            if v == value:
-                if flow[i]:
-                    length += 1
-            else:
-                m = med[i]
-                value, length, confirmed = v, 0, 0
-                start_median = m if m == m else None
-            if not confirmed and length >= lim.stuck_samples and start_median is not None:
-                confirmed = int(abs(med[i] - start_median) >= lim.stuck_min_move_v)
-            out[i, j] = bool(confirmed)
-        new_runs.append([value, int(length), start_median, int(confirmed)])
+        v = float(before[-1, j]) if not finite[-1, j] else float(cells[-1, j])
+        m = float(end_med[j])
+        new_runs.append(
+            [
+                None if v != v else v,
+                int(length[-1, j]),
+                None if m != m else m,
+                int(confirmed[-1, j]),
+            ]
+        )
     return out, new_runs
+
+
+def _no_run_state(cells: FloatArray, median: FloatArray, runs: list[list[Any]]) -> list[list[Any]]:
+    """The carried runs after a chunk in which no column repeated a value: each finite
+    reading started a run of its own (length 0); a column with no reading keeps its run."""
+    n, k = cells.shape
+    finite = np.isfinite(cells)
+    last = np.where(finite.any(axis=0), n - 1 - np.argmax(finite[::-1], axis=0), -1)
+    out: list[list[Any]] = []
+    for j in range(k):
+        i = int(last[j])
+        if i < 0:
+            out.append([*runs[j], 0][:4])
+            continue
+        m = float(median[i])
+        out.append([float(cells[i, j]), 0, None if m != m else m, 0])
+    return out
 
 
 def _alerts(

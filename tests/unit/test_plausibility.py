@@ -102,3 +102,62 @@ def test_any_chunking_gives_the_same_masks_and_alerts(cut: int) -> None:
     out_b, al_b, st_b, rem_b = check(b, st_a, LIM, 100.0)
     assert al_a + al_b == alerts and rem_a + rem_b == removed and st_b == state
     assert np.array_equal(np.vstack([out_a.cells, out_b.cells]), out.cells, equal_nan=True)
+
+
+def _stuck_loop(cells, current, median, carried, lim, capacity_ah):
+    """The stuck rule as a plain per-sample loop: the reference the vectorised code must
+    reproduce exactly."""
+    n, k = cells.shape
+    runs = carried if carried is not None else [[None, 0, None, 0]] * k
+    out = np.zeros((n, k), dtype=bool)
+    new = []
+    for j in range(k):
+        value, length, start, conf = runs[j]
+        for i in range(n):
+            v = cells[i, j]
+            if v != v:
+                continue
+            if v == value:
+                if abs(current[i]) >= lim.stuck_c_rate * capacity_ah:
+                    length += 1
+            else:
+                m = median[i]
+                value, length, conf = v, 0, 0
+                start = m if m == m else None
+            if not conf and length >= lim.stuck_samples and start is not None:
+                conf = int(abs(median[i] - start) >= lim.stuck_min_move_v)
+            out[i, j] = bool(conf)
+        new.append([value, length, start, conf])
+    return out, new
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_vectorised_stuck_rule_equals_the_per_sample_loop(seed: int) -> None:
+    from dataclasses import replace as dc_replace
+
+    from twin_stream.plausibility import _stuck
+
+    rng = np.random.default_rng(seed)
+    lim = dc_replace(LIM, stuck_samples=int(rng.integers(1, 15)))
+    n, k = 120, 6
+    if seed % 2:  # coarse readings with holes: runs of equal values everywhere
+        cells = np.round(3.7 + rng.normal(0, 0.02, (n, k)), 2)
+        cells[rng.random((n, k)) < 0.3] = np.nan
+    else:  # fine readings, no holes: most columns never repeat (the quick path)
+        cells = np.round(3.7 + rng.normal(0, 0.02, (n, k)), 6)
+    cells[:, 2] = 3.7  # one stuck column
+    current = rng.choice([0.0, 2.0, 40.0], n)
+    with np.errstate(all="ignore"):
+        median = np.nanmedian(cells, axis=1)
+    c = chunk(cells)
+    c = dc_replace(c, current=current)
+    carried = None
+    for lo, hi in ((0, 37), (37, 38), (38, n)):
+        part = c.slice(lo, hi)
+        got, carried_got = _stuck(part, median[lo:hi], carried, lim, 100.0)
+        want, carried_want = _stuck_loop(
+            cells[lo:hi], current[lo:hi], median[lo:hi], carried, lim, 100.0
+        )
+        assert np.array_equal(got, want)
+        assert carried_got == carried_want
+        carried = carried_got
