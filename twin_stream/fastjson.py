@@ -116,7 +116,7 @@ def _fields(doc: Any, data: bytes, markers: Markers) -> tuple[Any, ...] | None:
             if t is not float and t is not int:
                 return None  # the wrong type: malformed, the slow path says why
             lo, hi = _OPT_RANGES[k]
-            if lo < x <= hi and not markers:  # the common case, without a call
+            if lo < x <= hi and not markers.get(name):  # the common case, without a call
                 opt[k] = float(x)
             else:
                 opt[k], bad = degrade_scalar(float(x), name, markers)
