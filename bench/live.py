@@ -209,7 +209,14 @@ def latency(bootstrap: str, rate: float, seconds: float, tmp: Path) -> tuple[lis
     from twin_stream.kafka_io import ensure_topics
 
     tag = "lat-" + uuid.uuid4().hex[:6]
-    params = {"voltage_monitor": {"raise_debounce_s": 0, "clear_debounce_s": 0}}
+    params = {
+        "voltage_monitor": {
+            "raise_debounce_s": 0,
+            "clear_debounce_s": 0,
+            "raise_samples": 1,  # the first sample over the limit raises: pipeline latency
+            "clear_samples": 1,
+        }
+    }
     env = env_for(bootstrap, tag, {"TWIN_MODELS__PARAMS": json.dumps(params)})
     s = settings_of(env)
     asyncio.run(ensure_topics(s))
