@@ -26,6 +26,7 @@ right partition within the chunk's transaction (or dead-lettered, `worker.misrou
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import operator
 import os
@@ -149,7 +150,8 @@ class TwinApp:
             m["log_lines_suppressed"] = self.log_suppressed.suppressed
         if self.monitor is not None:
             m["consumer_lag"] = {str(p): n for p, n in self.lag().items()}
-            m["health"] = {**self.live().checks, "live": self.live().ok}
+            live = self.live()
+            m["health"] = {**live.checks, "live": live.ok}
         m["stale_batteries"] = len(self.stale.stale)
         m["tracked_batteries"] = len(self.stale.last_seen)
         if self.txn is not None:
@@ -457,8 +459,10 @@ class FaustSender:
 _MAX_KEY_BYTES = 256  # a longer message key is no battery_id: its dead letter goes unkeyed
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def key_partition(key: bytes, n_partitions: int) -> int:
-    """The partition Kafka's default partitioner (Java, aiokafka: murmur2) gives `key`."""
+    """The partition Kafka's default partitioner (Java, aiokafka: murmur2) gives `key`.
+    Cached: aiokafka's murmur2 is pure Python, and every chunk asks it for every battery."""
     return (murmur2(key) & 0x7FFFFFFF) % n_partitions
 
 

@@ -213,26 +213,12 @@ class VoltageMonitor(Model):
     def __init__(self, params: Mapping[str, Any], spec: BatterySpec) -> None:
         super().__init__(params, spec)
         p = self.params
-        self._raise_ms = {
-            "cells": _ms(p["raise_debounce_s"]),
-            "temps": _ms(p["temperature_raise_debounce_s"]),
-            "current": _ms(p["current_raise_debounce_s"]),
-        }
-        self._clear_ms = {
-            "cells": _ms(p["clear_debounce_s"]),
-            "temps": _ms(p["temperature_clear_debounce_s"]),
-            "current": _ms(p["current_clear_debounce_s"]),
-        }
-        self._raise_n = {
-            "cells": int(p["raise_samples"]),
-            "temps": int(p["temperature_raise_samples"]),
-            "current": int(p["current_raise_samples"]),
-        }
-        self._clear_n = {
-            "cells": int(p["clear_samples"]),
-            "temps": int(p["temperature_clear_samples"]),
-            "current": int(p["current_clear_samples"]),
-        }
+        # debounce per kind of quantity: parameters "<prefix>raise_debounce_s" and so on
+        prefix = {"cells": "", "temps": "temperature_", "current": "current_"}
+        self._raise_ms = {k: _ms(p[f"{pre}raise_debounce_s"]) for k, pre in prefix.items()}
+        self._clear_ms = {k: _ms(p[f"{pre}clear_debounce_s"]) for k, pre in prefix.items()}
+        self._raise_n = {k: int(p[f"{pre}raise_samples"]) for k, pre in prefix.items()}
+        self._clear_n = {k: int(p[f"{pre}clear_samples"]) for k, pre in prefix.items()}
         self._latch_ms = _ms(p["charge_latch_s"])
         self._interval_ms = max(1, _ms(p["estimate_interval_s"]))
         self._emit_estimates = bool(p["emit_cell_voltage_estimates"])

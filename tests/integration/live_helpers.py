@@ -101,6 +101,15 @@ class Worker:
 
         return wait_for(check, timeout, f"{self.name} to serve metrics", on_timeout=self.tail)
 
+    def wait_processed(self, n: int, what: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Until the worker's `processed` counter reaches `n`; returns its metrics."""
+
+        def reached() -> dict[str, Any] | None:
+            m = self.metrics() or {}
+            return m if m.get("processed", 0) >= n else None
+
+        return wait_for(reached, timeout, what, on_timeout=self.tail)
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.alive():
             os.kill(self.proc.pid, sig)
@@ -507,3 +516,15 @@ def simulate_file(
     )
     write_records(sim.records, path)
     return path
+
+
+def split_file(path: Path, parts: int) -> list[Path]:
+    """`path` cut into `parts` files of consecutive lines (the last takes the remainder)."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    n = len(lines) // parts
+    out = []
+    for i in range(parts):
+        p = path.with_name(f"{path.stem}-{i}.jsonl")
+        p.write_bytes(b"".join(lines[i * n : None if i == parts - 1 else (i + 1) * n]))
+        out.append(p)
+    return out

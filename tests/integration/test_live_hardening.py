@@ -22,6 +22,7 @@ from live_helpers import (
     assert_same_outputs,
     replay_outputs,
     simulate_file,
+    split_file,
     wait_for,
 )
 
@@ -34,17 +35,6 @@ def live(kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest) -
         yield run
 
 
-def split(path: Path, parts: int) -> list[Path]:
-    lines = path.read_bytes().splitlines(keepends=True)
-    n = len(lines) // parts
-    out = []
-    for i in range(parts):
-        p = path.with_name(f"{path.stem}-{i}.jsonl")
-        p.write_bytes(b"".join(lines[i * n : None if i == parts - 1 else (i + 1) * n]))
-        out.append(p)
-    return out
-
-
 def http(port: int, path: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
@@ -55,7 +45,7 @@ def http(port: int, path: str) -> tuple[int, bytes]:
 
 def test_poison_messages_never_stop_the_worker(live: LiveRun, tmp_path: Path) -> None:
     good = simulate_file(tmp_path / "good.jsonl", batteries=3, cells=16, duration_s=300)
-    first, second = split(good, 2)
+    first, second = split_file(good, 2)
     want = replay_outputs(good, live.settings, tmp_path / "replay")
     assert want["deadletter"] == []
     victim = orjson.loads(good.read_bytes().splitlines()[0])["battery_id"]
@@ -93,12 +83,7 @@ def test_poison_messages_never_stop_the_worker(live: LiveRun, tmp_path: Path) ->
     worker = live.start_worker("w")
     worker.wait_metrics()
     n1 = live.publish(first)
-    wait_for(
-        lambda: (worker.metrics() or {}).get("processed", 0) >= n1,
-        60,
-        "the first half",
-        on_timeout=worker.tail,
-    )
+    worker.wait_processed(n1, "the first half")
     live.publish_raw([(k, v) for k, v, _, _ in poison])
     n2 = live.publish(second)
     n_dead_records = sum(n for *_, n in poison)
@@ -159,7 +144,7 @@ def _produce_crc32(bootstrap: str, topic: str, path: Path) -> int:
 
 def test_a_second_partitioner_does_not_fork_a_batterys_state(live: LiveRun, tmp_path: Path) -> None:
     good = simulate_file(tmp_path / "fleet.jsonl", batteries=12, cells=8, duration_s=240)
-    first, second = split(good, 2)
+    first, second = split_file(good, 2)
     want = replay_outputs(good, live.settings, tmp_path / "replay")
     parts = live.settings.topics.partitions
     lines = first.read_bytes().splitlines()
@@ -174,19 +159,9 @@ def test_a_second_partitioner_does_not_fork_a_batterys_state(live: LiveRun, tmp_
     worker = live.start_worker("w")
     worker.wait_metrics()
     n1 = _produce_crc32(live.bootstrap, live.topics["input"], first)  # kcat, Go, confluent-kafka
-    wait_for(
-        lambda: (worker.metrics() or {}).get("processed", 0) >= n1,
-        60,
-        "the crc32-partitioned half (re-sent to its murmur2 partitions)",
-        on_timeout=worker.tail,
-    )
+    worker.wait_processed(n1, "the crc32-partitioned half (re-sent to its murmur2 partitions)")
     n2 = live.publish(second)  # aiokafka: murmur2, as Java clients
-    wait_for(
-        lambda: (worker.metrics() or {}).get("processed", 0) >= n1 + n2,
-        60,
-        "the second half",
-        on_timeout=worker.tail,
-    )
+    worker.wait_processed(n1 + n2, "the second half")
     live.wait_input_committed(timeout=30)
     live.wait_outputs_stable()
     m = worker.metrics() or {}
@@ -235,7 +210,7 @@ def test_state_tool_shows_and_repairs_a_batterys_frontier(live: LiveRun, tmp_pat
     worker = live.start_worker("w")
     worker.wait_metrics()
     n = live.publish(fleet)
-    wait_for(lambda: (worker.metrics() or {}).get("processed", 0) >= n, 60, "the fleet")
+    worker.wait_processed(n, "the fleet")
     live.wait_input_committed(timeout=30)
 
     refused = _cli(live, "state", "reset", bid, "--frontier")
@@ -254,12 +229,7 @@ def test_state_tool_shows_and_repairs_a_batterys_frontier(live: LiveRun, tmp_pat
     worker = live.start_worker("w2")
     worker.wait_metrics()
     again = live.publish(mine)
-    wait_for(
-        lambda: (worker.metrics() or {}).get("processed", 0) >= again,
-        60,
-        "the battery's records after the repair",
-        on_timeout=worker.tail,
-    )
+    worker.wait_processed(again, "the battery's records after the repair")
     m = worker.metrics() or {}
     assert m["processed"] == again and m["late"] == 0 and m["duplicates"] == 0, m
     other = _cli(live, "state", "show", "no-such-battery")

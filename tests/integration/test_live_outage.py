@@ -14,17 +14,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from live_helpers import LiveRun, assert_same_outputs, replay_outputs, simulate_file, wait_for
+from live_helpers import (
+    LiveRun,
+    assert_same_outputs,
+    replay_outputs,
+    simulate_file,
+    split_file,
+    wait_for,
+)
 
 from twin_stream.broker import down, status, up
-
-
-def split(path: Path) -> tuple[Path, Path]:
-    lines = path.read_bytes().splitlines(keepends=True)
-    a, b = path.with_name("a.jsonl"), path.with_name("b.jsonl")
-    a.write_bytes(b"".join(lines[: len(lines) // 2]))
-    b.write_bytes(b"".join(lines[len(lines) // 2 :]))
-    return a, b
 
 
 def live_status(port: int) -> int:
@@ -55,18 +54,13 @@ def _scenario(bootstrap: str, port: int, run_dir: Path, data_dir: Path, tmp_path
     }
     with LiveRun(bootstrap, tmp_path / "live", "outage", overrides) as live:
         fleet = simulate_file(tmp_path / "fleet.jsonl", batteries=4, cells=8, duration_s=300)
-        first, second = split(fleet)
+        first, second = split_file(fleet, 2)
         want = replay_outputs(fleet, live.settings, tmp_path / "replay")
         live.ensure_topics()
         worker = live.start_worker("w")
         worker.wait_metrics()
         n1 = live.publish(first)
-        wait_for(
-            lambda: (worker.metrics() or {}).get("processed", 0) >= n1,
-            60,
-            "the first half",
-            on_timeout=worker.tail,
-        )
+        worker.wait_processed(n1, "the first half")
         live.wait_input_committed(timeout=30)
         assert live_status(worker.port) == 200
 
@@ -90,12 +84,7 @@ def _scenario(bootstrap: str, port: int, run_dir: Path, data_dir: Path, tmp_path
         green_after = time.monotonic() - t_up
         assert worker.alive(), worker.tail()
         n2 = live.publish(second)
-        wait_for(
-            lambda: (worker.metrics() or {}).get("processed", 0) >= n1 + n2,
-            90,
-            "the second half after the outage",
-            on_timeout=worker.tail,
-        )
+        worker.wait_processed(n1 + n2, "the second half after the outage", 90)
         live.wait_input_committed(timeout=60)
         live.wait_outputs_stable(timeout=60)
         got = live.outputs()
