@@ -36,7 +36,7 @@ import numpy as np
 from twin_stream import plausibility
 from twin_stream.chunk import Chunk, build_chunk, next_intervals
 from twin_stream.codec import DeadLetter, Row, dead_letter, iso_ms, output_record
-from twin_stream.contract import ContractError, Model
+from twin_stream.sdk.contract import ContractError, Model
 from twin_stream.outputs import Alert, Estimate, Output
 from twin_stream.registry import discover_models
 from twin_stream.settings import Settings, SettingsError

@@ -7,7 +7,7 @@ import importlib
 from functools import cache
 from importlib import resources
 
-from twin_stream.contract import ContractError, Model, load_manifest, registered_models
+from twin_stream.sdk.contract import ContractError, Model, load_manifest, registered_models
 
 
 @cache
@@ -16,7 +16,7 @@ def discover_models(package: str = "models") -> dict[str, type[Model]]:
     root = resources.files(package)
     found: list[str] = []
     for entry in sorted(root.iterdir(), key=lambda e: e.name):
-        if entry.is_dir() and (entry / "model.json").is_file():
+        if entry.is_dir() and not entry.name.startswith("_") and (entry / "model.json").is_file():
             manifest = load_manifest(entry / "model.json")  # type: ignore[arg-type]
             if manifest.name != entry.name:
                 raise ContractError(

@@ -97,7 +97,7 @@ import numpy.typing as npt
 
 from twin_stream.alerting import cadence_rows
 from twin_stream.chunk import Chunk
-from twin_stream.contract import ContractError, Model, State, register_model
+from twin_stream.sdk.contract import ContractError, Model, State, register_model
 from twin_stream.outputs import Estimate, Output
 from twin_stream.spec import BatterySpec
 

@@ -88,7 +88,7 @@ import numpy.typing as npt
 from twin_stream.alerting import Event, cadence_rows, debounce
 from twin_stream.chemistry import LimitLevel, LimitSet
 from twin_stream.chunk import Chunk
-from twin_stream.contract import ContractError, Model, State, register_model
+from twin_stream.sdk.contract import ContractError, Model, State, register_model
 from twin_stream.outputs import SEVERITIES, Alert, Estimate, Output
 from twin_stream.spec import BatterySpec
 

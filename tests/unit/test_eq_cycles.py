@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from models.eq_cycles.model import EqCycles
 from twin_stream.chemistry import get_chemistry
 from twin_stream.chunk import build_chunk
-from twin_stream.contract import ContractError
+from twin_stream.sdk.contract import ContractError
 from twin_stream.outputs import Estimate
 from twin_stream.spec import BatterySpec
 

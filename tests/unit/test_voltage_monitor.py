@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import models.voltage_monitor.model as vm_module
 from twin_stream.chemistry import get_chemistry
 from twin_stream.chunk import Chunk, build_chunk
-from twin_stream.contract import ContractError
+from twin_stream.sdk.contract import ContractError
 from twin_stream.outputs import Alert, Estimate
 from twin_stream.registry import discover_models
 from twin_stream.spec import BatterySpec

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from twin_stream.chunk import Chunk
 from twin_stream.outputs import Output
+from twin_stream.sdk.state import StateSpec
 from twin_stream.spec import BatterySpec
 
 State = dict[str, Any]
@@ -40,6 +41,9 @@ class ManifestOutput(BaseModel):
     kind: Literal["alert", "estimate"]
     unit: str
     description: str = ""
+    severity: Literal["info", "warning", "critical"] | None = None  # alerts: the default
+    message: str = ""  # alerts of kernel models: str.format template (code status cell value
+    # threshold unit)
 
 
 class ManifestParameter(BaseModel):
@@ -61,6 +65,7 @@ class Manifest(BaseModel):
     inputs: dict[str, ManifestInput]
     outputs: dict[str, ManifestOutput]
     parameters: dict[str, ManifestParameter] = {}
+    state: StateSpec | None = None  # kernel models: their state arrays
 
     def validate_params(self, raw: Mapping[str, Any], where: str) -> dict[str, Any]:
         """Defaults filled in, types and ranges checked; errors name `where.<key>`."""
@@ -151,6 +156,10 @@ def register_model(name: str) -> Callable[[ModelT], ModelT]:
         existing = _REGISTRY.get(name)
         if existing is not None and existing.__qualname__ != cls.__qualname__:
             raise ContractError(f"model {name!r} registered twice ({existing} and {cls})")
+        if getattr(cls, "is_kernel_model", False):
+            if manifest.state is None:
+                raise ContractError(f"model {name!r}: a kernel model needs a 'state' in model.json")
+            cls.state_spec = manifest.state  # type: ignore[attr-defined]
         cls.name = name
         cls.manifest = manifest
         _REGISTRY[name] = cls
