@@ -1,7 +1,8 @@
 """Replay: a recorded file through the engine, without a broker.
 
-Reads JSON Lines, CSV or Parquet in blocks, decodes and validates each record, groups the
-block's rows per battery (one chunk per battery per block) and writes `alerts.jsonl`,
+Reads JSON Lines, CSV or Parquet in blocks, decodes and validates each record into columns
+(`twin_stream.records.Records`), runs each block through the engine at once (all batteries of
+the block in one pass; states stay in the engine) and writes `alerts.jsonl`,
 `estimates.jsonl`, `deadletter.jsonl` and `summary.json` to the output folder. The agents run
 the same engine on Kafka, so both give the same outputs for the same input.
 
@@ -13,20 +14,19 @@ from __future__ import annotations
 
 import gc
 import json
-import operator
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from twin_stream.chunk import group_by
 from twin_stream.codec import DeadLetter, Decoder, Row
-from twin_stream.engine import Engine, State
+from twin_stream.engine import BlockResult, Engine
 from twin_stream.io import JsonlWriter, RecordReader
+from twin_stream.records import Records
 from twin_stream.settings import Settings
 
-_battery = operator.attrgetter("battery_id")
+State = dict[str, Any]
 
 DEFAULT_BLOCK = 20_000
 
@@ -67,17 +67,26 @@ def run_blocks(
     on_block: Callable[[], None] | None = None,
 ) -> tuple[Summary, dict[str, State]]:
     """Run blocks of (payload, source) through one engine: decode and validate each block,
-    one chunk per battery per block, then flush every battery. Returns the summary and every
-    battery's final state (`states`, when given, is where it starts and is updated)."""
+    run it (all its batteries at once), then flush every battery. Returns the summary and
+    every battery's final state (`states`, when given, is where it starts and is updated)."""
     engine = Engine(settings)
     decoder = Decoder.from_settings(settings)
     states = {} if states is None else states
+    for bid, st in states.items():
+        engine.load_state(bid, st)
     n_in = 0
     t0 = time.perf_counter()
     # Rows hold many small lists: the cyclic GC would rescan them on every allocation burst,
     # and nothing here makes cycles. Collected once at the end instead.
     gc_was_enabled = gc.isenabled()
     gc.disable()
+
+    def write(res: BlockResult, dead: list[DeadLetter]) -> None:
+        alerts.write_all([r for _, r in res.alerts])
+        estimates.write_all([r for _, r in res.estimates])
+        dead.extend(d for _, d in res.dead)
+        deadletters.write_all([d.to_dict() for d in dead])
+
     try:
         for items in blocks:
             rows: list[Row] = []
@@ -85,23 +94,15 @@ def run_blocks(
             decoder.decode_many(items, rows, dead)
             n_in += len(items)
             engine.count_invalid(dead)
-            for bid, group in group_by(rows, _battery).items():
-                res = engine.process(bid, group, states.get(bid))
-                states[bid] = res.state
-                alerts.write_all(res.alerts)
-                estimates.write_all(res.estimates)
-                dead.extend(res.dead)
-            deadletters.write_all([d.to_dict() for d in dead])
+            write(engine.run(Records.from_rows(rows)), dead)
             if on_block is not None:
                 on_block()
-        for bid in list(states):
-            res = engine.flush(bid, states[bid])
-            states[bid] = res.state
-            alerts.write_all(res.alerts)
-            estimates.write_all(res.estimates)
+        write(engine.flush_all(), [])
     finally:
         if gc_was_enabled:
             gc.enable()
+    for bid in engine.ids:
+        states[bid] = engine.dump_state(bid)
     seconds = time.perf_counter() - t0
     return Summary(n_in, seconds, engine.metrics.as_dict()), states
 

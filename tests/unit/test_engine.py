@@ -313,12 +313,12 @@ def test_a_failing_model_dead_letters_its_rows_and_keeps_state(monkeypatch) -> N
     eng = Engine(cfg())
     rows, _ = rows_of([rec(t) for t in range(0, 10)])
     ok = eng.process("b1", rows[:5], None)
-    model = eng._models_for("b1")[0][0]
+    model = eng.stages[0].instances[eng.slot("b1")]
 
-    def boom(chunk, state):
+    def boom(*args):
         raise ZeroDivisionError("bug")
 
-    monkeypatch.setattr(model, "process", boom)
+    monkeypatch.setattr(model, "run" if hasattr(model, "param_row") else "process", boom)
     bad = eng.process("b1", rows[5:], ok.state)
     assert [d.error for d in bad.dead] == [
         "internal error processing b1: ZeroDivisionError: bug"

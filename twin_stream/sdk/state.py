@@ -82,7 +82,9 @@ class StateArrays:
     def _alloc(self, slots: int, cells: int, temps: int) -> None:
         new: dict[str, npt.NDArray[Any]] = {}
         for name, f in self.spec.fields.items():
-            a = np.full(self._shape(f, slots, cells, temps), self._init(f), dtype=_DTYPES[f.dtype])
+            a: npt.NDArray[Any] = np.full(
+                self._shape(f, slots, cells, temps), self._init(f), dtype=_DTYPES[f.dtype]
+            )
             old = self.arrays.get(name)
             if old is not None:
                 a[tuple(slice(0, s) for s in old.shape)] = old
@@ -104,6 +106,20 @@ class StateArrays:
         """Slot `slot` as a battery never seen."""
         for name, f in self.spec.fields.items():
             self.arrays[name][slot] = self._init(f)
+
+    def snapshot(self, slots: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[Any]]:
+        """Copies of the rows of `slots` (to undo a failed block)."""
+        return {name: a[slots].copy() for name, a in self.arrays.items()}
+
+    def restore(self, slots: npt.NDArray[np.int64], snap: dict[str, npt.NDArray[Any]]) -> None:
+        for name, rows in snap.items():
+            a = self.arrays[name]
+            if a.ndim > 1 and rows.shape[1:] != a.shape[1:]:  # grew meanwhile
+                a[slots] = self._init(self.spec.fields[name])
+                index: Any = (slots, *(slice(0, d) for d in rows.shape[1:]))
+                a[index] = rows
+            else:
+                a[slots] = rows
 
     def to_dict(self, slot: int, n_cells: int, n_temps: int) -> dict[str, Any]:
         """One battery's state as a JSON-able dict (with the state version)."""
@@ -128,7 +144,7 @@ class StateArrays:
             if not f.dims():
                 a[slot] = math.nan if v is None else v
                 continue
-            arr = np.asarray(_none_to_nan(v), dtype=_DTYPES[f.dtype])
+            arr: npt.NDArray[Any] = np.asarray(_none_to_nan(v), dtype=_DTYPES[f.dtype])
             if f.dims()[0] in ("cells", "temps"):
                 need = (self.widths.cells if f.dims()[0] == "cells" else self.widths.temps,)
                 if arr.shape[0] > need[0]:
