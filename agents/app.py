@@ -69,6 +69,7 @@ from twin_stream.chunk import group_by
 from twin_stream.codec import DeadLetter, Decoder, Row, dead_letter
 from twin_stream.engine import Engine
 from twin_stream.kafka_io import client_options
+from twin_stream.records import Records
 from twin_stream.settings import Settings
 
 log = logging.getLogger("twin_stream.agents")
@@ -338,6 +339,9 @@ class TwinApp:
             await self._misrouted(txn, r, rec, want, out_dead)
         wall = time.time()
         table_event: dict[int, Any] = {}  # the table reads the partition of "the current event"
+        engine = self.engine
+        stored_of: dict[str, Any] = {}
+        order: list[Row] = []
         for bid, group in groups.items():
             part = record_of[bid].partition
             key = bid.encode()
@@ -346,8 +350,34 @@ class TwinApp:
                 ev = table_event[part] = partition_event(self.app, t.input, part, key)
             with current_event(ev):
                 stored = self.table.get(key)
+            stored_of[bid] = stored
             state = stored["engine"] if stored else None
-            res = self.engine.process(bid, group, state)
+            # the engine keeps the states of the batteries it ran: reloaded only when the
+            # table holds another version (another worker ran it, or a transaction aborted)
+            if not engine.resident(bid, state):
+                try:
+                    engine.load_state(bid, state)
+                except Exception as exc:  # an unreadable state must not stop the fleet
+                    log.exception("unreadable state of %s", bid)
+                    why = f"internal error processing {bid}: {type(exc).__name__}: {exc}"
+                    engine.metrics.errors += len(group)
+                    out_dead.extend(
+                        (dead_letter(why, r.raw, r.source), record_of[bid]) for r in group
+                    )
+                    continue
+            order.extend(group)
+        res = engine.run(Records.from_rows(order))
+        alerts: dict[str, list[dict[str, Any]]] = {}
+        estimates: dict[str, list[dict[str, Any]]] = {}
+        for bid, rec in res.alerts:
+            alerts.setdefault(bid, []).append(rec)
+        for bid, rec in res.estimates:
+            estimates.setdefault(bid, []).append(rec)
+        for bid in res.touched:
+            stored = stored_of[bid]
+            part = record_of[bid].partition
+            key = bid.encode()
+            ev = table_event[part]
             # back from silence: the raise may be known only from the table (a restart)
             was_stale = self.stale.seen(bid, part, wall) or bool(stored and stored.get("stale"))
             if was_stale:
@@ -355,13 +385,13 @@ class TwinApp:
                 await txn.send(t.alerts, key, orjson.dumps(clear), source_partition=part)
                 self.count_alert(clear)
             with current_event(ev):
-                self.table[key] = {"engine": res.state, "seen": wall}
-            for out in res.alerts:
+                self.table[key] = {"engine": engine.dump_state(bid), "seen": wall}
+            for out in alerts.get(bid, ()):
                 await txn.send(t.alerts, key, orjson.dumps(out), source_partition=part)
                 self.count_alert(out)
-            for out in res.estimates:
+            for out in estimates.get(bid, ()):
                 await txn.send(t.estimates, key, orjson.dumps(out), source_partition=part)
-            out_dead.extend((d, record_of[bid]) for d in res.dead)
+        out_dead.extend((d, record_of[bid] if bid else records[0]) for bid, d in res.dead)
         for d, rec in out_dead:
             dkey = rec.key if rec.key and len(rec.key) <= _MAX_KEY_BYTES else None
             await txn.send(

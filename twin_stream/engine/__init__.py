@@ -222,6 +222,15 @@ class Engine:
                 stage.load(s, models[stage.name])
         return s
 
+    def resident(self, battery_id: str, stored: State | None) -> bool:
+        """Whether the battery's slot already holds `stored` (the same version of its state
+        as this engine last loaded or produced), so that loading it again can be skipped."""
+        s = self.slot_of.get(battery_id)
+        if s is None:
+            return False
+        version = 0 if not stored else stored.get("version")
+        return bool(version == self.a.versions[s])
+
     def dump_state(self, battery_id: str) -> State:
         """The battery's state as a JSON-able dict (what `load_state` reads back)."""
         s = self.slot_of.get(battery_id)
