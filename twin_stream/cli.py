@@ -188,9 +188,17 @@ def simulate(
     out.print(f"wrote {n:,} records to {out_file} and the truth to {truth_path}")
 
 
-@app.command()
-def models() -> None:
+models_app = typer.Typer(
+    help="The models: list them (no sub-command), or start a new one from the template."
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context) -> None:
     """List the models and their manifests."""
+    if ctx.invoked_subcommand is not None:
+        return
     from twin_stream.registry import discover_models
 
     for name, cls in discover_models().items():
@@ -208,6 +216,29 @@ def models() -> None:
             rng = "" if p.minimum is None and p.maximum is None else f" [{p.minimum}, {p.maximum}]"
             table.add_row("parameter", k, p.unit, f"{p.type} = {p.default!r}{rng}")
         out.print(table)
+
+
+@models_app.command("new")
+def models_new(
+    name: Annotated[str, typer.Argument(help="the model's name (lower case, digits, _)")],
+    models_dir: Annotated[
+        Path, typer.Option("--dir", help="the models package to write into")
+    ] = Path("models"),
+) -> None:
+    """Write a working model skeleton (manifest, compiled loop, test) from the template."""
+    from twin_stream.sdk.contract import ContractError
+    from twin_stream.sdk.scaffold import new_model
+
+    try:
+        target = new_model(name, models_dir)
+    except ContractError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    out.print(
+        f"wrote {target}/ (model.json, model.py, __init__.py). Enable it with "
+        f"TWIN_MODELS__ENABLED='[..., \"{name}\"]' or models.enabled in the settings file; "
+        f"check it with twin_stream.sdk.testing.check_model."
+    )
 
 
 @app.command()
