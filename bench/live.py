@@ -138,9 +138,12 @@ def throughput(
     tmp: Path,
     profile: Path | None = None,
     count: int | None = None,
+    bare: list[float] | None = None,
 ) -> float:
     """Records/s of one worker on `data` (n records) published beforehand, from its first
-    processed record until `count` (default n) are accounted for."""
+    processed record until `count` (default n) are accounted for. With `bare` (a list), a
+    bare aiokafka consumer that only reads the same topic is timed first and its records/s
+    appended there (the ceiling of any Kafka consumer in Python on this machine)."""
     from twin_stream.kafka_io import ensure_topics, publish
 
     tag = ("base-" if per_event else "twin-") + uuid.uuid4().hex[:6]
@@ -148,6 +151,8 @@ def throughput(
     s = settings_of(env)
     asyncio.run(ensure_topics(s))
     asyncio.run(publish(data, s))
+    if bare is not None:
+        bare.append(asyncio.run(bare_consumer(bootstrap, s.topics.input, count or n)))
     port = free_port()
     proc = start_worker(env, port, tmp / tag, tmp / f"{tag}.log", per_event, profile)
     t_first: float | None = None
@@ -338,6 +343,38 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
 
 
+async def bare_consumer(bootstrap: str, topic: str, n: int) -> float:
+    """Records/s of a plain aiokafka consumer reading `n` records of `topic` from the start
+    (read_committed, values not even decoded): what reading alone costs here."""
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        group_id=None,
+        max_partition_fetch_bytes=4 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+    await c.start()
+    try:
+        got = 0
+        t0: float | None = None
+        while got < n:
+            batch = await c.getmany(timeout_ms=1000, max_records=10_000)
+            k = sum(len(v) for v in batch.values())
+            if k and t0 is None:
+                t0, got = time.monotonic(), 0
+                k = 0  # timed from the first batch on
+            got += k
+        assert t0 is not None
+        return got / (time.monotonic() - t0)
+    finally:
+        await c.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -369,8 +406,13 @@ def main() -> None:
         if args.skip_throughput:
             args.fleet_batteries, args.profile = 0, False
         data, n = fleet_file(tmp / "fleet.jsonl", args.batteries, args.duration)
+        bare: list[float] = []
         if not args.skip_throughput:
-            twin = throughput(bootstrap, data, n, False, tmp)
+            twin = throughput(bootstrap, data, n, False, tmp, bare=bare)
+            print(
+                f"bare aiokafka consumer (read_committed, no decoding): {bare[0]:,.0f} records/s;"
+                f" the twin reaches {twin / bare[0]:.0%} of it"
+            )
         # the baseline on the first records only: it is ~30x slower
         if not args.skip_throughput:
             base = throughput(bootstrap, data, n, True, tmp, count=min(n, 30_000))
@@ -385,6 +427,7 @@ def main() -> None:
             print(
                 f"throughput, {args.fleet_batteries} batteries at 1 Hz (about one record per "
                 f"battery per chunk): {rate:,.0f} records/s"
+                + (f"; fleet shape / pack shape {rate / twin:.2f}x" if twin else "")
             )
         if args.profile:  # a separate run: the sampler costs CPU on a small machine
             prof = tmp / "worker.pyspy.txt"
