@@ -1,7 +1,7 @@
-"""soc_ocv_estimation: rest detection (|I| below a threshold for a minimum time, voltage
-settled by an event-time dV/dt test), SOC read on the chemistry's OCV curve with a confidence
-that follows the curve's slope, the rest time and the settledness, and the available energy
-from SOC, capacity and the OCV curve. Rest timers live in the state: chunking-invariant."""
+"""soc_ocv_estimation: pack SOC (min, average, max) from the OCV at a settled rest (C-rate rest
+band, I*R compensation, regression settle test, LFP hysteresis branches) with a 1-sigma
+uncertainty, the available energy, the BMS SOC error and the current-sensor offset; a kernel
+model (one compiled per-record loop, state arrays per battery slot): chunking-invariant."""
 
 from models.soc_ocv_estimation.model import SocOcvEstimation
 

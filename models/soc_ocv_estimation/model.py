@@ -9,22 +9,22 @@ read its cells' SOC on the chemistry's OCV curve (on the branch its last current
 left it on), with a 1-sigma uncertainty, and derive the energy it can still deliver. Compare
 the BMS's reported SOC with it, and learn the current sensor's zero at long rests.
 
-Algorithm
+Algorithm (one compiled loop over the records of a block, state per battery slot)
 ---------
 * Voltages, per sample: the finite cell voltages (NaN = invalid or implausible, masked by the
   engine's plausibility layer); a battery without cell voltages: the pack voltage divided by
   the cells in series (one column). Each is I*R compensated: v + I x R(T), R = the
   chemistry's ``relaxation.resistance_ohm_ah`` / C_nom (a parasitic load's drop is removed).
 * Rest: ``|I| <= rest_c_rate x C_nom`` (C-rate, not amperes: 0.5-2 A on a 280 Ah pack is
-  C/560-C/140 and rests). A rest period is a run of resting samples; a sample under load or
-  a data gap (``chunk.gap``) ends it.
+  C/560-C/140 and rests). A rest period is a run of resting samples; a sample under load, a
+  missing current or a data gap (``gap``) ends it.
 * Settle test on a regression slope: the rest is cut into windows of ``settle_window_s``
   event time from its first sample (a window closes at the first sample at or after its
   start + the window, which belongs to it; the next starts there). Per column the window
   keeps integer running sums (n, sum t, t^2, v, t v, v^2; t in ms from the window start, v in
-  integer microvolts), so a window spanning chunks gives bit-identical results. At a close,
-  a least-squares line per column gives the voltage at the close, its standard error and the
-  slope. Settled: |mean slope over the columns| < ``settle_dvdt_mv_per_min``.
+  integer microvolts), updated per record: exact, so any chunking gives identical results.
+  At a close, a least-squares line per column gives the voltage at the close, its standard
+  error and the slope. Settled: |mean slope over the columns| < ``settle_dvdt_mv_per_min``.
 * Temperature-aware relaxation: tau(T) = tau x A(T), R(T) = R x A(T), with A(T) =
   exp(k (1/T - 1/T_ref)) from the chemistry's ``relaxation`` data (T: mean of the valid
   temperature sensors, T_ref if none). The minimum rest is ``min_rest_s`` x A(T): 10 min at
@@ -51,519 +51,627 @@ Algorithm
   the integral of OCV from (SOC_c - SOC_min) to SOC_c (the charge the string delivers until
   its first cell reaches cut-off), scaled to the cells in series when some are masked.
 * ``bms_soc_error`` = reported ``soc`` - ``soc_ocv`` at an emitting close where the BMS
-  reports one; alert ``bms_soc_deviation`` (warning) through ``alerting.debounce`` over those
+  reports one; alert ``bms_soc_deviation`` (warning) through the debounce step over those
   comparisons: raised after ``bms_deviation_samples`` comparisons (net, leaky) with |error| >
   ``bms_deviation_pct`` and > 2 sigma, cleared after as many below bms_deviation_pct - 1.
 * ``current_offset_a``: the mean measured current of a rest period once it has lasted
   ``offset_min_rest_s``, at the emitting closes (integer mA sums). The model only reports
   it (a real parasitic load reads as an offset: the twin cannot tell them apart).
 
-State (JSON, integers where chunking must not matter): version, rest_start, the open
-window (start ts and per-column integer sums), last_slot, soh, the hysteresis direction /
-h0 / throughput (mA ms), the rest's current sums (mA, mA^2, n), the debounce channels.
+Parameters, the OCV table (soc, voltage, cumulative energy) and the hysteresis branch knots
+(soc, table OCV, charge and discharge offsets) are packed into one float row per instance
+(`MAX_KNOTS` knots each). State (model.json): the rest and its window (start, integer sums
+per cell, or one column for the pack voltage), the cadence slot, the last SOH, the hysteresis
+direction / h0 / throughput (mA ms), the rest's current sums and the alert's debounce
+channel. `migrate` takes the dict state of 2.0.0 (and 1.x, which starts afresh as before).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from twin_stream.alerting import cadence_rows, debounce
-from twin_stream.chemistry import OcvHysteresis, OcvTable, Relaxation, builtin_chemistries
-from twin_stream.chunk import Chunk
-from twin_stream.sdk.contract import ContractError, Model, State, register_model
-from twin_stream.outputs import Alert, Estimate, Output
-from twin_stream.spec import BatterySpec
+from twin_stream import sdk
+from twin_stream.chemistry import ChemistryError, Relaxation, builtin_chemistries
+from twin_stream.outputs import Alert, Output
+from twin_stream.sdk.emit import AUX, CODE, CONF, ROW, VALUE
 
 FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
-STATE_VERSION = 2
 MIN_FIT_SAMPLES = 3
 MA_MS_PER_AH = 3_600_000_000.0
-BMS_CHANNEL = "bms_soc_deviation"
-_SUMS = 6  # n, t, tt, v, tv, vv
+MAX_KNOTS = 256  # OCV table points and hysteresis branch knots the parameter row holds
+OUTPUTS_PER_RECORD = 7
+
+# output codes: their order in model.json
+SOC_OCV, AVAILABLE_ENERGY, SOC_MIN, SOC_MAX, BMS_SOC_ERROR, CURRENT_OFFSET, BMS_DEVIATION = range(7)
+
+# the parameter row: scalars, then the table and the branch knots
+(
+    CAP,
+    REST_A,
+    INTERVAL_MS,
+    MIN_REST_MS,
+    WINDOW_MS,
+    DVDT_MAX,
+    ACC_V,
+    QUANT_V,
+    HYST_RES,
+    EXTRAP,
+    CONF_REF,
+    BMS_THR,
+    BMS_N,
+    OFFSET_MIN_MS,
+    I_QUANT,
+    CELLS_IN_SERIES,
+    TAU_S,
+    ACT_K,
+    T_REF_C,
+    R_CELL,
+    HALF_WIDTH,
+    APPROACH,
+    HAS_HYST,
+    N_TAB,
+    N_BR,
+) = range(25)
+HEAD = 25
+TAB_S = HEAD
+TAB_V = TAB_S + MAX_KNOTS
+TAB_CUM = TAB_V + MAX_KNOTS
+BR_S = TAB_CUM + MAX_KNOTS
+BR_V = BR_S + MAX_KNOTS
+BR_OC = BR_V + MAX_KNOTS
+BR_OD = BR_OC + MAX_KNOTS
+ROW_WIDTH = BR_OD + MAX_KNOTS
 
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000.0)
 
 
-def _soc_sigma(v: float, sig: float, vk: FloatArray, sk: FloatArray) -> tuple[float, float]:
+# -- compiled helpers ---------------------------------------------------------------------------
+
+
+@sdk.kernel
+def _factor(t, act_k, t_ref):  # type: ignore[no-untyped-def]
+    """Arrhenius factor at temperature t [degC] (NaN: the reference, factor 1)."""
+    if not np.isfinite(t):
+        t = t_ref
+    return np.exp(act_k * (1.0 / (t + 273.15) - 1.0 / (t_ref + 273.15)))
+
+
+@sdk.kernel
+def _h(direction, h0, q_run, cap, approach):  # type: ignore[no-untyped-def]
+    """Hysteresis weight after `q_run` mA ms since the reversal to `direction`."""
+    if direction == 0:
+        return h0
+    dsoc = q_run / MA_MS_PER_AH / cap * 100.0 if cap > 0 else 0.0
+    return direction + (h0 - direction) * np.exp(-dsoc / approach)
+
+
+@sdk.kernel
+def _soc_sigma(v, sig, vk, sk):  # type: ignore[no-untyped-def]
     """SOC at v on the curve (voltage knots vk, soc knots sk) and half the SOC interval that
     [v - sig, v + sig] maps onto."""
-    lo, mid, hi = np.interp([v - sig, v, v + sig], vk, sk)
-    return float(mid), float(hi - lo) / 2.0
+    lo = np.interp(v - sig, vk, sk)
+    mid = np.interp(v, vk, sk)
+    hi = np.interp(v + sig, vk, sk)
+    return mid, (hi - lo) / 2.0
 
 
-def _string_wh_per_ah(ocv: OcvTable, soc_c: FloatArray, shift: float) -> float:
-    """Wh per Ah of capacity the cells deliver until the lowest reaches 0 % (cut-off), their
-    SOCs shifted by `shift`."""
-    sc = np.clip(soc_c + shift, 0.0, 100.0)
-    return float(ocv.energy_wh_per_ah(sc - sc.min(), sc).sum())
+@sdk.kernel
+def _cumulative(x, s, v, cum):  # type: ignore[no-untyped-def]
+    """Integral of the table's OCV from its first knot to soc x (trapezoids, exact)."""
+    n = s.size
+    x = min(max(x, s[0]), s[n - 1])
+    seg = min(max(np.searchsorted(s, x, side="right") - 1, 0), n - 2)
+    vx = np.interp(x, s, v)
+    return cum[seg] + (x - s[seg]) * (v[seg] + vx) / 2.0
 
 
-@dataclass(frozen=True)
-class _Close:
-    """A window close that qualified: what the estimates at that row are made of."""
+@sdk.kernel
+def _string_wh_per_ah(soc_c, m, shift, sc, s, v, cum):  # type: ignore[no-untyped-def]
+    """Wh per Ah of capacity the m cells deliver until the lowest reaches 0 % (cut-off), their
+    SOCs shifted by `shift` (sc: scratch)."""
+    lo = np.inf
+    for c in range(m):
+        sc[c] = min(max(soc_c[c] + shift, 0.0), 100.0)
+        lo = min(lo, sc[c])
+    total = 0.0
+    for c in range(m):
+        total += (_cumulative(sc[c], s, v, cum) - _cumulative(sc[c] - lo, s, v, cum)) / 100.0
+    return total
 
-    row: int
-    v: FloatArray  # per valid column, OCV estimate [V]
-    sig_fit: FloatArray  # per valid column, standard error of the fitted voltage [V]
-    slope: float  # mean slope [V/s]
-    sig_slope: float  # [V/s]
-    tau_s: float
-    weight: float  # |h|
-    direction: int  # sign of h
+
+@sdk.kernel
+def _window_add(S, k, t, v_uv, vok):  # type: ignore[no-untyped-def]
+    for c in range(k):
+        if vok[c]:
+            v = v_uv[c]
+            S[c, 0] += 1
+            S[c, 1] += t
+            S[c, 2] += t * t
+            S[c, 3] += v
+            S[c, 4] += t * v
+            S[c, 5] += v * v
 
 
-@register_model("soc_ocv_estimation")
-class SocOcvEstimation(Model):
+@sdk.kernel
+def _fit(S, k, t_end, vv, sf, sl):  # type: ignore[no-untyped-def]
+    """Per column of the window sums S: the fitted voltage at t_end [uV], its standard error
+    [uV] and the slope's standard error [uV/ms]; the good columns (>= 3 samples and a time
+    spread) compacted into vv / sf / sl in column order. Returns (good columns, mean slope
+    [uV/ms])."""
+    dof = 0.0
+    ssr_sum = 0.0
+    m = 0
+    slope_sum = 0.0
+    for c in range(k):
+        n = float(S[c, 0])
+        if n < MIN_FIT_SAMPLES:
+            continue
+        st, stt, sv, stv, svv = (
+            float(S[c, 1]),
+            float(S[c, 2]),
+            float(S[c, 3]),
+            float(S[c, 4]),
+            float(S[c, 5]),
+        )
+        sxx = stt - st * st / n
+        if not sxx > 0:
+            continue
+        sxy = stv - st * sv / n
+        syy = svv - sv * sv / n
+        slope = sxy / sxx
+        tbar = st / n
+        vv[m] = sv / n + slope * (t_end - tbar)
+        # residual variance pooled over the columns (one ADC, one noise level): a window of
+        # a few samples still gives a usable noise estimate
+        ssr_sum += max(syy - slope * sxy, 0.0)
+        dof += n - 2.0
+        sf[m] = 1.0 / n + (t_end - tbar) ** 2 / sxx  # scaled by s2 below
+        sl[m] = sxx
+        slope_sum += slope
+        m += 1
+    s2 = ssr_sum / dof if dof > 0 else 0.0
+    for j in range(m):
+        sf[j] = np.sqrt(s2 * sf[j])
+        sl[j] = np.sqrt(s2 / sl[j])
+    return m, (slope_sum / m if m > 0 else 0.0)
+
+
+@sdk.kernel
+def _curve(P, s, direction, weight, vk_buf):  # type: ignore[no-untyped-def]
+    """(voltage knots, soc knots) of the branch curve a close reads on."""
+    if P[s, HAS_HYST] == 0.0 or direction == 0 or weight == 0.0:
+        nt = int(P[s, N_TAB])
+        return P[s, TAB_V : TAB_V + nt], P[s, TAB_S : TAB_S + nt]
+    nb = int(P[s, N_BR])
+    off = BR_OC if direction > 0 else BR_OD
+    for j in range(nb):
+        vk_buf[j] = P[s, BR_V + j] + weight * P[s, off + j]
+        if j > 0 and not vk_buf[j] > vk_buf[j - 1]:
+            raise ChemistryError("ocv_hysteresis makes a branch non-monotonic")
+    return vk_buf[:nb], P[s, BR_S : BR_S + nb]
+
+
+# -- the loop -----------------------------------------------------------------------------------
+
+
+@sdk.kernel
+def _loop(  # type: ignore[no-untyped-def]
+    slot,
+    ts,
+    dt_ms,
+    gap,
+    current,
+    voltage,
+    cells,
+    temps,
+    soc,
+    soh,
+    n_cells,
+    n_temps,
+    P,
+    in_rest,
+    rest_start,
+    win_start,
+    win_cols,
+    win_sums,
+    win_pack,
+    last_slot,
+    soh_st,
+    hdir,
+    h0,
+    q_run,
+    rest_i,
+    bms_ch,
+    out,
+    start,
+):
+    width = max(cells.shape[1], 1)
+    v_uv = np.zeros(width, dtype=np.int64)
+    vok = np.zeros(width, dtype=np.bool_)
+    vv = np.empty(width)
+    sf = np.empty(width)
+    sl = np.empty(width)
+    socc = np.empty(width)
+    sc = np.empty(width)
+    vk_buf = np.empty(MAX_KNOTS)
+    w = 0
+    for i in range(start, ts.size):
+        if not sdk.room(out, w, OUTPUTS_PER_RECORD):
+            return i, w
+        s = slot[i]
+        cap = P[s, CAP]
+        if np.isfinite(soh[i]):
+            soh_st[s] = soh[i]
+        cur = current[i]
+        fin = np.isfinite(cur)
+        resting = fin and abs(cur) <= P[s, REST_A]
+        i_ma = np.int64(np.rint(cur * 1000.0)) if fin else np.int64(0)
+
+        # hysteresis direction: charge (+1) / discharge (-1) outside the rest band
+        if fin and not resting:
+            d = 1 if cur < 0 else -1
+            if d != hdir[s]:
+                h0[s] = _h(hdir[s], h0[s], q_run[s], cap, P[s, APPROACH])
+                hdir[s] = d
+                q_run[s] = 0
+            if not gap[i]:
+                q_run[s] += abs(i_ma) * dt_ms[i]
+        if not resting:
+            in_rest[s] = False
+            rest_i[s, 0] = 0
+            rest_i[s, 1] = 0
+            rest_i[s, 2] = 0
+            continue
+
+        # a rest: a new one after load, a gap or the battery's first sample
+        new = gap[i] or not in_rest[s]
+        if new:
+            in_rest[s] = True
+            rest_start[s] = ts[i]
+            rest_i[s, 0] = 0
+            rest_i[s, 1] = 0
+            rest_i[s, 2] = 0
+        rest_i[s, 0] += i_ma
+        rest_i[s, 1] += i_ma * i_ma
+        rest_i[s, 2] += 1
+
+        # temperature factor (mean of the valid sensors)
+        cnt = 0
+        tsum = 0.0
+        for c in range(min(n_temps[s], temps.shape[1])):
+            x = temps[i, c]
+            if np.isfinite(x):
+                tsum += x
+                cnt += 1
+        fac = _factor(tsum / cnt if cnt > 0 else np.nan, P[s, ACT_K], P[s, T_REF_C])
+        r_row = P[s, R_CELL] * fac
+
+        # voltage columns, I*R compensated, in integer microvolts
+        nc = n_cells[s]
+        k = nc if nc > 0 else 1
+        cis = P[s, CELLS_IN_SERIES]
+        ir = cur * r_row
+        for c in range(k):
+            if nc > 0:
+                vc = cells[i, c]
+            elif cis > 0:
+                vc = voltage[i] / cis
+            else:
+                vc = np.nan
+            vc = vc + ir
+            vok[c] = np.isfinite(vc)
+            v_uv[c] = np.int64(np.rint(vc * 1e6)) if vok[c] else np.int64(0)
+        S = win_sums[s] if nc > 0 else win_pack[s]
+        if new or win_cols[s] != k:
+            win_start[s] = ts[i]
+            win_cols[s] = k
+            S[:k, :] = 0
+        ws = win_start[s]
+        _window_add(S, k, ts[i] - ws, v_uv, vok)
+        window_ms = np.int64(P[s, WINDOW_MS])
+        if ts[i] < ws + window_ms:
+            continue
+
+        # the window closes here: does it qualify?
+        t_end = ts[i] - ws
+        rest_ms = ts[i] - rest_start[s]
+        m = 0
+        mean_slope = 0.0
+        if rest_ms >= P[s, MIN_REST_MS] * fac:
+            m, mean_slope = _fit(S, k, float(t_end), vv, sf, sl)
+        win_start[s] = ts[i]
+        S[:k, :] = 0
+        if m == 0 or abs(mean_slope) * 60.0 >= P[s, DVDT_MAX]:
+            continue
+        cad = ts[i] // np.int64(P[s, INTERVAL_MS])
+        if cad == last_slot[s]:
+            continue
+        last_slot[s] = cad
+
+        # estimates at this close
+        tau_s = P[s, TAU_S] * fac
+        # one-exponential extrapolation of the remaining relaxation, with the mean slope (the
+        # cells relax together; one cell's slope over a few samples is mostly noise)
+        sl2 = 0.0
+        for j in range(m):
+            vv[j] = (vv[j] + P[s, EXTRAP] * tau_s * 1000.0 * mean_slope) / 1e6
+            sf[j] = sf[j] / 1e6
+            sl2 += sl[j] ** 2
+        slope_v = mean_slope / 1000.0  # V/s
+        sig_slope = np.sqrt(sl2) / m / 1000.0
+        h = _h(hdir[s], h0[s], q_run[s], cap, P[s, APPROACH])
+        weight = min(1.0, abs(h))
+        direction = 1 if h > 0 else -1 if h < 0 else 0
+        vk, sk = _curve(P, s, direction, weight, vk_buf)
+
+        # voltage sigma common to every column (not averaged by the fit)
+        relax = tau_s * np.hypot(0.5 * slope_v, sig_slope)
+        hyst = P[s, HALF_WIDTH] * (P[s, HYST_RES] + 0.5 * (1.0 - weight))
+        i_row = cur
+        irs = 0.25 * abs(i_row) * r_row
+        common = np.sqrt(P[s, ACC_V] ** 2 + P[s, QUANT_V] ** 2 + relax**2 + hyst**2 + irs**2)
+        conf_ref = P[s, CONF_REF]
+
+        v_sum = 0.0
+        f2 = 0.0
+        i_min = 0
+        i_max = 0
+        for j in range(m):
+            v_sum += vv[j]
+            f2 += sf[j] ** 2
+            if vv[j] < vv[i_min]:
+                i_min = j
+            if vv[j] > vv[i_max]:
+                i_max = j
+        v_avg = v_sum / m
+        sig_avg = np.sqrt(f2) / m
+        soc_avg, u_avg = _soc_sigma(v_avg, np.hypot(common, sig_avg), vk, sk)
+        # the lowest / highest of m noisy fits is biased by ~sqrt(2 ln m) of their noise
+        ext = np.sqrt(1.0 + 2.0 * np.log(m))
+        soc_min, u_min = _soc_sigma(vv[i_min], np.hypot(common, ext * sf[i_min]), vk, sk)
+        soc_max, u_max = _soc_sigma(vv[i_max], np.hypot(common, ext * sf[i_max]), vk, sk)
+        c_avg = 1.0 / (1.0 + (u_avg / conf_ref) ** 2)
+        c_min = 1.0 / (1.0 + (u_min / conf_ref) ** 2)
+        c_max = 1.0 / (1.0 + (u_max / conf_ref) ** 2)
+        w = sdk.emit(out, w, i, SOC_OCV, sdk.ESTIMATE, -1, soc_avg, u_avg, c_avg, -1)
+        w = sdk.emit(out, w, i, SOC_MIN, sdk.ESTIMATE, -1, soc_min, u_min, c_min, -1)
+        w = sdk.emit(out, w, i, SOC_MAX, sdk.ESTIMATE, -1, soc_max, u_max, c_max, -1)
+
+        # available energy: every cell discharges until the lowest reaches cut-off
+        soh_now = soh_st[s] if np.isfinite(soh_st[s]) else 100.0
+        cap_ah = cap * soh_now / 100.0
+        for j in range(m):
+            socc[j] = np.interp(vv[j], vk, sk)
+        n_series = cis if cis > 0 else float(nc)
+        scale = n_series / m if n_series != 0 else 0.0
+        e_cap = cap_ah * scale / 1000.0
+        nt = int(P[s, N_TAB])
+        ts_, tv_, tc_ = (
+            P[s, TAB_S : TAB_S + nt],
+            P[s, TAB_V : TAB_V + nt],
+            P[s, TAB_CUM : TAB_CUM + nt],
+        )
+        e_mid = e_cap * _string_wh_per_ah(socc, m, 0.0, sc, ts_, tv_, tc_)
+        e_hi = _string_wh_per_ah(socc, m, u_min, sc, ts_, tv_, tc_)
+        e_lo = _string_wh_per_ah(socc, m, -u_min, sc, ts_, tv_, tc_)
+        u_e = e_cap * abs(e_hi - e_lo) / 2.0
+        w = sdk.emit(out, w, i, AVAILABLE_ENERGY, sdk.ESTIMATE, -1, e_mid, u_e, c_min, -1)
+
+        # the current offset: the mean current of a long rest
+        nn = rest_i[s, 2]
+        if rest_ms >= P[s, OFFSET_MIN_MS] and nn >= 2:
+            r0 = float(rest_i[s, 0])
+            var = max(rest_i[s, 1] - r0 * r0 / nn, 0.0) / (nn - 1) / 1e6
+            u_i = np.sqrt(var / nn + P[s, I_QUANT] ** 2)
+            w = sdk.emit(
+                out, w, i, CURRENT_OFFSET, sdk.ESTIMATE, -1, r0 / nn / 1000.0, u_i, np.nan, -1
+            )
+
+        # the BMS's SOC against the twin's
+        bms = soc[i]
+        if np.isfinite(bms):
+            err = bms - soc_avg
+            w = sdk.emit(out, w, i, BMS_SOC_ERROR, sdk.ESTIMATE, -1, err, u_avg, c_avg, -1)
+            thr = P[s, BMS_THR]
+            n_db = int(P[s, BMS_N])
+            ev = sdk.debounce_step(
+                bms_ch[s],
+                0,
+                abs(err) > thr and abs(err) > 2.0 * u_avg,
+                abs(err) < max(thr - 1.0, 0.0),
+                False,
+                0,
+                0,
+                0,
+                n_db,
+                n_db,
+            )
+            if ev != sdk.NONE:
+                # CONF carries the BMS's SOC for the message (see `outputs`)
+                w = sdk.emit(
+                    out, w, i, BMS_DEVIATION, 1 if ev == sdk.RAISE else 0, -1, err, thr, bms, 1
+                )
+    return ts.size, w
+
+
+@sdk.register_model("soc_ocv_estimation")
+class SocOcvEstimation(sdk.KernelModel):
     """Pack SOC (min/avg/max) from OCV at settled rest with 1-sigma uncertainty, available
     energy to the first cell's cut-off, BMS SOC error and current-sensor offset."""
 
-    def __init__(self, params: Mapping[str, Any], spec: BatterySpec) -> None:
+    def __init__(self, params: Mapping[str, Any], spec: sdk.BatterySpec) -> None:
         super().__init__(params, spec)
-        p = self.params
+        self._row = self._build_row()
+
+    def _build_row(self) -> FloatArray:
+        p, spec = self.params, self.spec
         cap = float(spec.capacity_ah)
-        self._cap = cap
-        self._rest_a = float(p["rest_c_rate"]) * cap
-        self._interval_ms = max(1, _ms(p["estimate_interval_s"]))
-        self._min_rest_ms = _ms(p["min_rest_s"])
-        self._window_ms = max(1, _ms(p["settle_window_s"]))
-        self._dvdt_max = float(p["settle_dvdt_mv_per_min"])
-        self._acc_v = float(p["voltage_accuracy_mv"]) / 1000.0
-        self._quant_v = float(p["voltage_resolution_mv"]) / 1000.0 / math.sqrt(12.0)
-        self._hyst_res = float(p["hysteresis_residual"])
-        self._extrap = float(p["relaxation_extrapolation"])
-        self._conf_ref = float(p["confidence_ref_pct"])
-        self._bms_thr = float(p["bms_deviation_pct"])
-        self._bms_n = int(p["bms_deviation_samples"])
-        self._offset_min_ms = _ms(p["offset_min_rest_s"])
-        self._i_quant = float(p["current_resolution_a"]) / math.sqrt(12.0)
         chem = spec.chemistry
         # settings may rebuild the chemistry (an OCV table override) without these data:
         # take them from the built-in chemistry of that name
         base = builtin_chemistries().get(chem.name.upper())
         hyst = chem.hysteresis or (base.hysteresis if base else None)
-        self._hyst: OcvHysteresis | None = hyst
-        self._relax: Relaxation = chem.relaxation or (
+        relax: Relaxation = chem.relaxation or (
             base.relaxation if base and base.relaxation else Relaxation()
         )
-        self._half_width = hyst.half_width_v() if hyst else 0.0
-        self._approach = hyst.approach_soc_pct if hyst else 1.0
-        self._r_cell = self._relax.resistance_ohm_ah / cap if cap > 0 else 0.0
-
-    def initial_state(self) -> State:
-        return {
-            "version": STATE_VERSION,
-            "rest_start": None,
-            "win_start": None,
-            "win_sums": None,
-            "last_slot": None,
-            "soh": None,
-            "dir": 0,
-            "h0": 0.0,
-            "q_run": 0,
-            "rest_i": [0, 0, 0],
-            "bms": {},
-        }
-
-    # -- helpers --------------------------------------------------------------------------------
-
-    def _columns(self, chunk: Chunk) -> tuple[FloatArray, int]:
-        """(n, k) voltages read as cell OCVs (NaN where invalid), and the cells in series."""
-        cells = chunk.cells
-        n_cells = self.spec.cells_in_series or cells.shape[1]
-        if cells.shape[1]:
-            return cells, n_cells
-        if n_cells:
-            return (chunk.voltage / n_cells)[:, None], n_cells
-        return np.full((len(chunk), 1), np.nan), 0
-
-    def _h(self, direction: int, h0: float, q_run: int) -> float:
-        if direction == 0:
-            return h0
-        dsoc = q_run / MA_MS_PER_AH / self._cap * 100.0 if self._cap > 0 else 0.0
-        return direction + (h0 - direction) * math.exp(-dsoc / self._approach)
-
-    @staticmethod
-    def _block(t_rel: IntArray, v_uv: IntArray, ok: npt.NDArray[np.bool_]) -> IntArray:
-        """Integer sums (6, k) of a block of rows."""
-        t = np.where(ok, t_rel[:, None], 0)
-        v = np.where(ok, v_uv, 0)
-        return np.stack(
-            [
-                ok.sum(axis=0),
-                t.sum(axis=0),
-                (t * t).sum(axis=0),
-                v.sum(axis=0),
-                (t * v).sum(axis=0),
-                (v * v).sum(axis=0),
-            ]
-        ).astype(np.int64)
-
-    @staticmethod
-    def _fit(sums: IntArray, t_end: int) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-        """Per column: fitted voltage at t_end [uV], its standard error [uV], the slope
-        [uV/ms] and its standard error; NaN where fewer than 3 samples or no time spread."""
-        n, st, stt, sv, stv, svv = (sums[i].astype(np.float64) for i in range(_SUMS))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sxx = stt - st * st / n
-            sxy = stv - st * sv / n
-            syy = svv - sv * sv / n
-            good = (n >= MIN_FIT_SAMPLES) & (sxx > 0)
-            slope = np.where(good, sxy / sxx, np.nan)
-            tbar = st / n
-            v_end = sv / n + slope * (t_end - tbar)
-            # residual variance pooled over the columns (one ADC, one noise level): a
-            # window of a few samples still gives a usable noise estimate
-            ssr = np.where(good, np.maximum(syy - slope * sxy, 0.0), 0.0)
-            dof = float(np.where(good, n - 2.0, 0.0).sum())
-            s2 = float(ssr.sum()) / dof if dof > 0 else 0.0
-            se = np.sqrt(s2 * (1.0 / n + (t_end - tbar) ** 2 / sxx))
-            se_slope = np.sqrt(s2 / sxx)
-        return (
-            np.where(good, v_end, np.nan),
-            np.where(good, se, np.nan),
-            slope,
-            np.where(good, se_slope, np.nan),
-        )
-
-    # -- the chunk ------------------------------------------------------------------------------
-
-    def process(self, chunk: Chunk, state: State) -> tuple[list[Output], State]:
-        if state.get("version") == 1:
-            # version 1 held only the current rest's start and last reading (nothing
-            # cumulative): a battery stored by the previous release starts its rest anew
-            state = self.initial_state()
-        if state.get("version") != STATE_VERSION:
-            raise ContractError(
-                f"soc_ocv_estimation: state version {state.get('version')!r} is not {STATE_VERSION}"
+        row = np.zeros(ROW_WIDTH)
+        row[CAP] = cap
+        row[REST_A] = float(p["rest_c_rate"]) * cap
+        row[INTERVAL_MS] = max(1, _ms(p["estimate_interval_s"]))
+        row[MIN_REST_MS] = _ms(p["min_rest_s"])
+        row[WINDOW_MS] = max(1, _ms(p["settle_window_s"]))
+        row[DVDT_MAX] = float(p["settle_dvdt_mv_per_min"])
+        row[ACC_V] = float(p["voltage_accuracy_mv"]) / 1000.0
+        row[QUANT_V] = float(p["voltage_resolution_mv"]) / 1000.0 / math.sqrt(12.0)
+        row[HYST_RES] = float(p["hysteresis_residual"])
+        row[EXTRAP] = float(p["relaxation_extrapolation"])
+        row[CONF_REF] = float(p["confidence_ref_pct"])
+        row[BMS_THR] = float(p["bms_deviation_pct"])
+        row[BMS_N] = int(p["bms_deviation_samples"])
+        row[OFFSET_MIN_MS] = _ms(p["offset_min_rest_s"])
+        row[I_QUANT] = float(p["current_resolution_a"]) / math.sqrt(12.0)
+        row[CELLS_IN_SERIES] = spec.cells_in_series or 0
+        row[TAU_S] = relax.tau_s
+        row[ACT_K] = relax.activation_k
+        row[T_REF_C] = relax.t_ref_c
+        row[R_CELL] = relax.resistance_ohm_ah / cap if cap > 0 else 0.0
+        row[HALF_WIDTH] = hyst.half_width_v() if hyst else 0.0
+        row[APPROACH] = hyst.approach_soc_pct if hyst else 1.0
+        ocv = chem.ocv
+        s, v = ocv.soc_array, ocv.voltage_array
+        if s.size > MAX_KNOTS:
+            raise sdk.ContractError(
+                f"soc_ocv_estimation: the OCV table of {chem.name} has {s.size} points, "
+                f"at most {MAX_KNOTS} are supported"
             )
-        n = len(chunk)
-        if n == 0:
-            return [], dict(state)
-        ts = chunk.ts
-        idx = np.arange(n)
-        soh_in = chunk.soh
-        reported = np.isfinite(soh_in)
-        carried_soh: float | None = state["soh"]
-        new_soh = float(soh_in[np.flatnonzero(reported)[-1]]) if reported.any() else carried_soh
-        cur = chunk.current
-        finite_i = np.isfinite(cur)
-        resting = finite_i & (np.abs(np.where(finite_i, cur, 0.0)) <= self._rest_a)
-
-        # temperature factor per row (mean of the valid sensors)
-        temps = chunk.temps
-        if temps.shape[1]:
-            cnt = np.isfinite(temps).sum(axis=1)
-            tsum = np.where(np.isfinite(temps), temps, 0.0).sum(axis=1)
-            t_row = np.where(cnt > 0, tsum / np.maximum(cnt, 1), np.nan)
-        else:
-            t_row = np.full(n, np.nan)
-        fac = self._relax.factor(t_row)
-
-        # hysteresis direction: charge (+1) / discharge (-1) outside the rest band
-        active = finite_i & ~resting
-        d_row = np.where(active, np.where(cur < 0, 1, -1), 0).astype(np.int64)
-        i_ma = np.where(finite_i, np.rint(np.where(finite_i, cur, 0.0) * 1000.0), 0.0).astype(
-            np.int64
+        row[N_TAB] = s.size
+        row[TAB_S : TAB_S + s.size] = s
+        row[TAB_V : TAB_V + s.size] = v
+        row[TAB_CUM : TAB_CUM + s.size] = np.concatenate(
+            [[0.0], np.cumsum(np.diff(s) * (v[1:] + v[:-1]) / 2.0)]
         )
-        q_row = np.where(active, np.abs(i_ma) * chunk.integrable_dt_ms, 0).astype(np.int64)
-        q_cum = np.cumsum(q_row)
-        direction, h0, q_run = int(state["dir"]), float(state["h0"]), int(state["q_run"])
-        act_rows = np.flatnonzero(active)
-        prev_d = np.empty(act_rows.size, dtype=np.int64)
-        if act_rows.size:
-            prev_d[0] = direction
-            prev_d[1:] = d_row[act_rows[:-1]]
-        changes = act_rows[d_row[act_rows] != prev_d]
-        # (row, dir, h0, q base) from each reversal on; rows before the first keep the carried
-        seg_rows = [-1]
-        seg_dir, seg_h0, seg_base = [direction], [h0], [q_run]  # q_run(r) = base + q_cum[r]
-        for r in changes.tolist():
-            q_before = seg_base[-1] + (int(q_cum[r - 1]) if r > 0 else 0)
-            h_now = self._h(seg_dir[-1], seg_h0[-1], q_before)
-            seg_rows.append(r)
-            seg_dir.append(int(d_row[r]))
-            seg_h0.append(h_now)
-            seg_base.append(-(int(q_cum[r - 1]) if r > 0 else 0))
-        seg_rows_a = np.asarray(seg_rows, dtype=np.int64)
+        if hyst is not None:
+            # the knots of OcvHysteresis.branch: the table's and the offsets' within the table
+            b = np.union1d(s, np.asarray(hyst.soc, dtype=float))
+            b = b[(b >= s[0]) & (b <= s[-1])]
+            if b.size > MAX_KNOTS:
+                raise sdk.ContractError(
+                    f"soc_ocv_estimation: the hysteresis branch of {chem.name} has {b.size} "
+                    f"knots, at most {MAX_KNOTS} are supported"
+                )
+            row[HAS_HYST] = 1.0
+            row[N_BR] = b.size
+            row[BR_S : BR_S + b.size] = b
+            row[BR_V : BR_V + b.size] = ocv.ocv_from_soc(b)
+            row[BR_OC : BR_OC + b.size] = hyst.offset(b, 1)
+            row[BR_OD : BR_OD + b.size] = hyst.offset(b, -1)
+        return row
 
-        def hyst_at(r: int) -> float:
-            k = int(np.searchsorted(seg_rows_a, r, side="right")) - 1
-            return self._h(seg_dir[k], seg_h0[k], seg_base[k] + int(q_cum[r]))
+    def param_row(self) -> FloatArray:
+        return self._row
 
-        end_dir, end_h0 = seg_dir[-1], seg_h0[-1]
-        end_q = seg_base[-1] + int(q_cum[-1])
+    def max_outputs_per_record(self, n_cells: int, n_temps: int) -> int:
+        return OUTPUTS_PER_RECORD
 
-        # rest periods: runs of resting samples broken by load or a gap; run 0 = carried
-        carried_rest: int | None = state["rest_start"]
-        prev_resting = np.empty(n, dtype=np.bool_)
-        prev_resting[0] = carried_rest is not None
-        prev_resting[1:] = resting[:-1]
-        new_run = resting & (chunk.gap | ~prev_resting)
-        last_new = np.maximum.accumulate(np.where(new_run, idx, -1))
-        carried = 0 if carried_rest is None else carried_rest
-        rest_start = np.where(last_new >= 0, ts[np.maximum(last_new, 0)], carried)
-        rest_ms = ts - rest_start
-        carried_run = bool(resting[0] and not new_run[0])
-
-        # current sums over the rest (for the offset): cumulative from the run's start
-        rest_i_carry = [int(x) for x in state["rest_i"]] if carried_run else [0, 0, 0]
-        i_rest = np.where(resting, i_ma, 0)
-        n_rest = (resting & finite_i).astype(np.int64)
-        cum = [np.cumsum(i_rest), np.cumsum(i_rest * i_rest), np.cumsum(n_rest)]
-        run_first = np.where(last_new >= 0, last_new, 0)
-
-        def rest_i_at(r: int) -> list[int]:
-            if last_new[r] < 0:  # the carried run
-                return [rest_i_carry[j] + int(cum[j][r]) for j in range(3)]
-            s = int(run_first[r])
-            return [int(cum[j][r]) - (int(cum[j][s - 1]) if s > 0 else 0) for j in range(3)]
-
-        # voltages, I*R compensated, in integer microvolts
-        vcols, n_cells = self._columns(chunk)
-        k = vcols.shape[1]
-        r_row = self._r_cell * fac
-        vcomp = vcols + (np.where(finite_i, cur, 0.0) * r_row)[:, None]
-        vok = np.isfinite(vcomp)
-        v_uv = np.where(vok, np.rint(np.where(vok, vcomp, 0.0) * 1e6), 0).astype(np.int64)
-
-        starts = np.flatnonzero(new_run | (resting & (idx == 0)))
-        cont_next = np.zeros(n, dtype=np.bool_)
-        cont_next[:-1] = resting[1:] & ~new_run[1:]
-        ends = np.flatnonzero(resting & ~cont_next)
-        win_ws: int | None = None
-        win_sums: IntArray | None = None
-        closes: list[_Close] = []
-        carried_sums = state["win_sums"]
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-            if (
-                s == 0
-                and carried_run
-                and state["win_start"] is not None
-                and carried_sums is not None
-                and len(carried_sums[0]) == k
-            ):
-                ws = int(state["win_start"])
-                sums = np.asarray(carried_sums, dtype=np.int64)
-            else:
-                ws = int(ts[s])
-                sums = np.zeros((_SUMS, k), dtype=np.int64)
-            if int(ts[e]) < ws + self._window_ms and e != n - 1:
-                continue  # too short to close a window, and not carried on
-            pos = s
-            while True:
-                j = pos + int(np.searchsorted(ts[pos : e + 1], ws + self._window_ms, side="left"))
-                last = min(j, e)
-                if last >= pos:
-                    sums = sums + self._block(
-                        ts[pos : last + 1] - ws, v_uv[pos : last + 1], vok[pos : last + 1]
-                    )
-                if j > e:
-                    break
-                close = self._close(j, sums, int(ts[j]) - ws, fac[j], rest_ms[j], hyst_at(j))
-                if close is not None:
-                    closes.append(close)
-                ws, sums, pos = int(ts[j]), np.zeros((_SUMS, k), dtype=np.int64), j + 1
-                if pos > e:
-                    break
-            if e == n - 1:
-                win_ws, win_sums = ws, sums
-
-        outputs: list[Output] = []
-        last_slot: int | None = state["last_slot"]
-        bms_channels: dict[str, Any] = dict(state["bms"])
-        if closes:
-            cts = np.asarray([ts[c.row] for c in closes], dtype=np.int64)
-            slot_rows, last_slot = cadence_rows(cts, last_slot, self._interval_ms)
-            emit = [closes[i] for i in slot_rows.tolist()]
-            outputs = self._estimates(
-                chunk, emit, reported, carried_soh, n_cells, rest_ms, rest_i_at, bms_channels
-            )
-
-        end_rest = bool(resting[-1])
-        new_state: State = {
-            "version": STATE_VERSION,
-            "rest_start": int(rest_start[-1]) if end_rest else None,
-            "win_start": win_ws if end_rest else None,
-            "win_sums": win_sums.tolist() if end_rest and win_sums is not None else None,
-            "last_slot": last_slot,
-            "soh": new_soh,
-            "dir": end_dir,
-            "h0": end_h0,
-            "q_run": end_q,
-            "rest_i": rest_i_at(n - 1) if end_rest else [0, 0, 0],
-            "bms": bms_channels,
-        }
-        return outputs, new_state
-
-    def _close(
-        self, row: int, sums: IntArray, t_end: int, fac: float, rest_ms: int, h: float
-    ) -> _Close | None:
-        """The fit at a window close, if it qualifies (rest long enough, settled, a voltage)."""
-        if rest_ms < self._min_rest_ms * fac:
-            return None
-        v_end, se, slope, se_slope = self._fit(sums, t_end)
-        good = np.isfinite(v_end)
-        if not good.any():
-            return None
-        m = int(good.sum())
-        mean_slope = float(slope[good].mean())  # uV/ms = mV/s
-        if abs(mean_slope) * 60.0 >= self._dvdt_max:
-            return None
-        tau_s = self._relax.tau_s * fac
-        # one-exponential extrapolation of the remaining relaxation, with the mean slope (the
-        # cells relax together; one cell's slope over a few samples is mostly noise)
-        v_ocv = (v_end[good] + self._extrap * tau_s * 1000.0 * mean_slope) / 1e6
-        return _Close(
-            row=row,
-            v=v_ocv,
-            sig_fit=se[good] / 1e6,
-            slope=mean_slope / 1000.0,  # V/s
-            sig_slope=float(np.sqrt(np.sum(se_slope[good] ** 2)) / m) / 1000.0,
-            tau_s=tau_s,
-            weight=min(1.0, abs(h)),
-            direction=1 if h > 0 else -1 if h < 0 else 0,
+    def run(self, blk, params, state, out, start):  # type: ignore[no-untyped-def]
+        return _loop(  # type: ignore[no-any-return]
+            blk.slot,
+            blk.ts,
+            blk.dt_ms,
+            blk.gap,
+            blk.current,
+            blk.voltage,
+            blk.cells,
+            blk.temps,
+            blk.soc,
+            blk.soh,
+            blk.n_cells,
+            blk.n_temps,
+            params,
+            state["in_rest"],
+            state["rest_start"],
+            state["win_start"],
+            state["win_cols"],
+            state["win_sums"],
+            state["win_pack"],
+            state["last_slot"],
+            state["soh"],
+            state["dir"],
+            state["h0"],
+            state["q_run"],
+            state["rest_i"],
+            state["bms"],
+            out,
+            start,
         )
 
-    def _curve(self, c: _Close) -> tuple[FloatArray, FloatArray]:
-        """(voltage knots, soc knots) of the branch curve the close reads on."""
-        ocv = self.spec.chemistry.ocv
-        if self._hyst is None or c.direction == 0 or c.weight == 0.0:
-            return ocv.voltage_array, ocv.soc_array
-        s, v = self._hyst.branch(ocv, c.weight, c.direction)
-        return v, s
+    # -- alerts' messages: the BMS's and the twin's SOC and the twin's sigma -------------------
 
-    def _sigma_common(self, c: _Close, i_row: float, r_row: float) -> float:
-        """Voltage sigma [V] common to every column (not averaged by the fit)."""
-        relax = c.tau_s * math.hypot(0.5 * c.slope, c.sig_slope)
-        hyst = self._half_width * (self._hyst_res + 0.5 * (1.0 - c.weight))
-        ir = 0.25 * abs(i_row) * r_row
-        return math.sqrt(self._acc_v**2 + self._quant_v**2 + relax**2 + hyst**2 + ir**2)
+    def describe(self, code: str, raised: bool, cell: int, value: float, threshold: float) -> str:
+        return ""  # worded by `outputs`, which has the record's soc_ocv estimate
 
-    def _conf(self, sigma: float) -> float:
-        return 1.0 / (1.0 + (sigma / self._conf_ref) ** 2)
-
-    def _estimates(
-        self,
-        chunk: Chunk,
-        closes: list[_Close],
-        reported: npt.NDArray[np.bool_],
-        carried_soh: float | None,
-        n_cells: int,
-        rest_ms: IntArray,
-        rest_i_at: Any,
-        bms_channels: dict[str, Any],
-    ) -> list[Output]:
-        ocv = self.spec.chemistry.ocv
-        name = self.name
-        out: list[Output] = []
-        last_rep = np.maximum.accumulate(np.where(reported, np.arange(reported.size), -1))
-        soh_before = 100.0 if carried_soh is None else carried_soh
-        bms_rows: list[tuple[int, float, float, float]] = []  # row, error, sigma, twin soc
-        cur = chunk.current
-        for c in closes:
-            r = c.row
-            t = int(chunk.ts[r])
-            vk, sk = self._curve(c)
-            i_row = float(cur[r]) if np.isfinite(cur[r]) else 0.0
-            r_row = self._r_cell * float(self._relax.factor(self._row_temp(chunk, r)))
-            common = self._sigma_common(c, i_row, r_row)
-
-            m = c.v.size
-            v_avg = float(c.v.mean())
-            sig_avg = float(np.sqrt(np.sum(c.sig_fit**2)) / m)
-            soc_avg, u_avg = _soc_sigma(v_avg, math.hypot(common, sig_avg), vk, sk)
-            i_min, i_max = int(np.argmin(c.v)), int(np.argmax(c.v))
-            # the lowest / highest of m noisy fits is biased by ~sqrt(2 ln m) of their noise
-            ext = math.sqrt(1.0 + 2.0 * math.log(m))
-            sig_lo = math.hypot(common, ext * float(c.sig_fit[i_min]))
-            soc_min, u_min = _soc_sigma(float(c.v[i_min]), sig_lo, vk, sk)
-            sig_hi = math.hypot(common, ext * float(c.sig_fit[i_max]))
-            soc_max, u_max = _soc_sigma(float(c.v[i_max]), sig_hi, vk, sk)
-            out.append(Estimate(t, name, "soc_ocv", soc_avg, "%", self._conf(u_avg), u_avg))
-            out.append(Estimate(t, name, "soc_min", soc_min, "%", self._conf(u_min), u_min))
-            out.append(Estimate(t, name, "soc_max", soc_max, "%", self._conf(u_max), u_max))
-            # available energy: every cell discharges until the lowest reaches cut-off
-            lr = int(last_rep[r])
-            soh = float(chunk.soh[lr]) if lr >= 0 else soh_before
-            cap_ah = self._cap * soh / 100.0
-            soc_c = np.interp(c.v, vk, sk)
-            scale = (n_cells / m) if n_cells else 0.0
-
-            e_cap = cap_ah * scale / 1000.0
-            e_mid = e_cap * _string_wh_per_ah(ocv, soc_c, 0.0)
-            u_e = (
-                e_cap
-                * abs(_string_wh_per_ah(ocv, soc_c, u_min) - _string_wh_per_ah(ocv, soc_c, -u_min))
-                / 2.0
-            )
-            out.append(Estimate(t, name, "available_energy", e_mid, "kWh", self._conf(u_min), u_e))
-            ri = rest_i_at(r)
-            if int(rest_ms[r]) >= self._offset_min_ms and ri[2] >= 2:
-                nn = ri[2]
-                mean_ma = ri[0] / nn
-                var = max(ri[1] - ri[0] * ri[0] / nn, 0.0) / (nn - 1) / 1e6
-                u_i = math.sqrt(var / nn + self._i_quant**2)
-                out.append(Estimate(t, name, "current_offset_a", mean_ma / 1000.0, "A", None, u_i))
-            bms = float(chunk.soc[r])
-            if math.isfinite(bms):
-                err = bms - soc_avg
-                out.append(Estimate(t, name, "bms_soc_error", err, "%", self._conf(u_avg), u_avg))
-                bms_rows.append((r, err, u_avg, soc_avg))
-        if bms_rows:
-            out += self._bms_alerts(chunk, bms_rows, bms_channels)
-        return out
-
-    @staticmethod
-    def _row_temp(chunk: Chunk, r: int) -> float:
-        row = chunk.temps[r] if chunk.temps.shape[1] else np.empty(0)
-        good = row[np.isfinite(row)]
-        return float(good.mean()) if good.size else math.nan
-
-    def _bms_alerts(
-        self,
-        chunk: Chunk,
-        rows: list[tuple[int, float, float, float]],
-        channels: dict[str, Any],
-    ) -> list[Output]:
-        err = np.asarray([x[1] for x in rows])
-        sig = np.asarray([x[2] for x in rows])
-        raise_c = ((np.abs(err) > self._bms_thr) & (np.abs(err) > 2.0 * sig))[:, None]
-        clear_c = (np.abs(err) < max(self._bms_thr - 1.0, 0.0))[:, None]
-        dt = np.zeros(len(rows), dtype=np.int64)
-        events = debounce(
-            dt, raise_c, clear_c, [BMS_CHANNEL], channels, 0, 0, self._bms_n, self._bms_n
-        )
-        out: list[Output] = []
-        for ev in events:
-            r, e, s, twin = rows[ev.row]
-            bms = float(chunk.soc[r])
-            verb = "deviates from" if ev.raised else "agrees again with"
-            out.append(
-                Alert(
-                    ts=int(chunk.ts[r]),
-                    model=self.name,
-                    code=BMS_CHANNEL,
-                    severity="warning",
-                    status="raised" if ev.raised else "cleared",
-                    cell=None,
-                    value=e,
-                    threshold=self._bms_thr,
-                    unit="%",
+    def outputs(self, rows: FloatArray, ts: npt.NDArray[np.int64]) -> list[Output]:
+        res = super().outputs(rows, ts)
+        if not any(isinstance(o, Alert) for o in res):
+            return res
+        twin: dict[int, tuple[float, float]] = {}
+        for k, r in enumerate(rows.tolist()):
+            if int(r[CODE]) == SOC_OCV:
+                twin[int(r[ROW])] = (r[VALUE], r[AUX])
+            o = res[k]
+            if isinstance(o, Alert):
+                soc_avg, sig = twin[int(r[ROW])]  # emitted before the alert, same record
+                verb = "deviates from" if o.status == "raised" else "agrees again with"
+                res[k] = dataclasses.replace(
+                    o,
                     message=(
-                        f"BMS SOC {bms:.1f} % {verb} the twin's rest SOC {twin:.1f} % "
-                        f"(+/- {s:.1f} %): BMS minus twin {e:+.1f} % SOC, threshold "
-                        f"{self._bms_thr:g} %"
+                        f"BMS SOC {r[CONF]:.1f} % {verb} the twin's rest SOC {soc_avg:.1f} % "
+                        f"(+/- {sig:.1f} %): BMS minus twin {o.value:+.1f} % SOC, threshold "
+                        f"{o.threshold:g} %"
                     ),
                 )
-            )
-        return out
+        return res
+
+    # -- stored states of earlier versions -------------------------------------------------------
+
+    def migrate(self, state: sdk.State) -> sdk.State:
+        """2.0.0's dict state (version 2) -> version 3; version 1 (1.x: only the current rest's
+        start and last reading, nothing cumulative) starts afresh, as 2.0.0 did."""
+        version = state.get("version")
+        if version == 1:
+            return self.initial_state()
+        if version != 2:
+            return super().migrate(state)
+        new = self.initial_state()
+        rest = state.get("rest_start")
+        if rest is not None:
+            new["in_rest"] = True
+            new["rest_start"] = int(rest)
+            new["rest_i"] = [int(x) for x in state.get("rest_i") or [0, 0, 0]]
+            sums, ws = state.get("win_sums"), state.get("win_start")
+            if sums is not None and ws is not None and len(sums[0]):
+                cols = [[int(sums[j][c]) for j in range(6)] for c in range(len(sums[0]))]
+                new["win_start"] = int(ws)
+                new["win_cols"] = len(cols)
+                new["win_sums"] = cols
+                if len(cols) == 1:  # the pack voltage's column, or a battery of one cell
+                    new["win_pack"] = cols
+        if state.get("last_slot") is not None:
+            new["last_slot"] = int(state["last_slot"])
+        new["soh"] = state.get("soh")
+        new["dir"] = int(state.get("dir", 0))
+        new["h0"] = float(state.get("h0", 0.0))
+        new["q_run"] = int(state.get("q_run", 0))
+        ch = (state.get("bms") or {}).get("bms_soc_deviation")
+        if ch:
+            new["bms"] = [int(x) for x in ch][:6] + [0] * (7 - min(len(ch), 6))
+        return new

@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 
 from models.soc_ocv_estimation.model import SocOcvEstimation
 from twin_stream.chemistry import Chemistry, OcvTable, get_chemistry
-from twin_stream.chunk import build_chunk
+from twin_stream.chunk import Chunk, build_chunk
 from twin_stream.outputs import Alert, Estimate
+from twin_stream.sdk import Block, StateArrays, run_kernel
+from twin_stream.sdk.testing import check_model
 from twin_stream.spec import BatterySpec
 
 T0 = 1_700_000_400_000  # epoch ms, on a minute boundary
@@ -353,7 +355,9 @@ def test_reference_profile_is_not_trivial() -> None:
     assert len(firsts) == 3
     assert all(f >= s + 600 for f, s in zip(firsts, (1800, 5900, 8600), strict=True))
     assert firsts[1] < 7400 and firsts[2] < 11600
-    assert state["rest_start"] == T0 + 8_600_000 and state["win_sums"] is not None
+    # the last rest is open, with a regression window of samples on every cell
+    assert state["in_rest"] and state["rest_start"] == T0 + 8_600_000
+    assert state["win_cols"] == 4 and all(s[0] > 0 for s in state["win_sums"])
     assert by(outs, "current_offset_a")  # offset_min_rest_s 900 s: the long rests report it
 
 
@@ -406,3 +410,150 @@ def test_a_state_of_the_previous_release_is_upgraded_not_refused() -> None:
     )
     _, state = m.process(c, v1)
     assert state["version"] == m.initial_state()["version"] != 1
+
+
+def _as_v2(state: dict) -> dict:
+    """A version-3 state written the way 2.0.0 stored it (its dict format)."""
+    rest = state["in_rest"]
+    sums = [list(x) for x in zip(*state["win_sums"], strict=True)] if state["win_cols"] else None
+    ch = state["bms"]
+    return {
+        "version": 2,
+        "rest_start": state["rest_start"] if rest else None,
+        "win_start": state["win_start"] if rest and sums else None,
+        "win_sums": sums if rest else None,
+        "last_slot": state["last_slot"] if state["last_slot"] > -(2**62) else None,
+        "soh": state["soh"],
+        "dir": state["dir"],
+        "h0": state["h0"],
+        "q_run": state["q_run"],
+        "rest_i": state["rest_i"] if rest else [0, 0, 0],
+        "bms": {"bms_soc_deviation": ch[:6]} if any(ch[:6]) else {},
+    }
+
+
+def test_a_state_of_2_0_0_mid_rest_continues_as_if_never_stored() -> None:
+    ts, cur, cells, soh = profile()
+    ref_out, ref_state = reference()
+    m = model_for_profile()
+    cut = 8600 + 800  # inside the last rest, a regression window open
+    for k in (cut, 2100):  # ... and inside the first rest, before its first estimate
+        outs, state = run(
+            m, ts[:k], cur[:k], cells=cells[:k], voltage=4 * cells[:k, 0], soh=soh[:k]
+        )
+        old = json.loads(json.dumps(_as_v2(state)))
+        assert old["rest_start"] is not None and old["win_sums"] is not None
+        c = build_chunk(
+            "b",
+            ts[k:],
+            cur[k:],
+            prev_ts=int(ts[k - 1]),
+            max_gap_ms=MAX_GAP_MS,
+            cells=cells[k:],
+            voltage=4 * cells[k:, 0],
+            soh=soh[k:],
+        )
+        rest, state = m.process(c, old)
+        assert outs + rest == ref_out
+        assert state == ref_state
+
+
+def _chunk(ts, cur, cells=None, voltage=None, soc=None, temps=None) -> Chunk:
+    return build_chunk(
+        "b",
+        np.asarray(ts, dtype=np.int64),
+        np.asarray(cur, dtype=float),
+        prev_ts=None,
+        max_gap_ms=MAX_GAP_MS,
+        cells=cells,
+        voltage=voltage,
+        soc=soc,
+        temps=temps,
+    )
+
+
+def _batteries(chem: str) -> list[Chunk]:
+    """Several batteries of one spec (4 cells in series): relaxing rests after a charge or a
+    discharge, a BMS SOC that deviates, cold sensors, a pack voltage without cell voltages,
+    fewer cells reported, and the reference profile."""
+    ocv = get_chemistry(chem).ocv
+    rng = np.random.default_rng(5)
+    out: list[Chunk] = []
+    for k, current in enumerate((40.0, -40.0, 25.0, -25.0)):
+        v0 = float(ocv.ocv_from_soc(30.0 + 12.0 * k))
+
+        def relax(t, v0=v0, sign=-1.0 if current > 0 else 1.0):
+            return v0 + sign * 0.02 * np.exp(-t / 500.0)
+
+        ts, cur, cells = drive_then_rest(500 + 100 * k, 2600, relax, n_cells=4, current=current)
+        cells = cells + rng.normal(0, 0.0004, cells.shape)
+        soc = np.full(ts.size, 30.0 + 12.0 * k + (9.0 if k % 2 else 1.0))
+        temps = np.full((ts.size, 2), -5.0 + 10.0 * k) if k < 2 else None
+        if k == 2:  # the pack voltage only
+            out.append(_chunk(ts, cur, voltage=4.0 * cells[:, 0], soc=soc))
+        elif k == 3:  # two cells reported
+            out.append(_chunk(ts, cur, cells=cells[:, :2], soc=soc, temps=temps))
+        else:
+            out.append(_chunk(ts, cur, cells=cells, soc=soc, temps=temps))
+    ts, cur, cells, _ = profile()
+    out.append(_chunk(ts[:6000], cur[:6000], cells=cells[:6000]))
+    return out
+
+
+def test_check_model_nmc_and_lfp_batteries() -> None:
+    for chem in ("NMC", "LFP"):
+        m = make(spec(chem, cells=4), settle_window_s=120.0, offset_min_rest_s=900.0)
+        chunks = _batteries(chem)
+        outs = [m.process(c, m.initial_state())[0] for c in chunks]
+        assert all(socs(o) for o in outs)  # every battery gives estimates
+        assert any(isinstance(o, Alert) for o in outs[1])  # the BMS 9 % off
+        check_model(m, chunks, trials=3)
+
+
+def test_batteries_of_different_specs_interleave_in_one_block() -> None:
+    """NMC and LFP instances (different parameter rows) in one block, records interleaved:
+    every battery gets what its own instance gives it alone."""
+    models = [
+        make(spec("NMC", cells=4), settle_window_s=120.0),
+        make(spec("LFP", capacity=280.0, cells=4), settle_window_s=120.0),
+        make(spec(lin_chem(), cells=4), settle_window_s=60.0, bms_deviation_samples=1),
+    ]
+    chunks = [_batteries("NMC")[0], _batteries("LFP")[1], _batteries("NMC")[3]]
+    alone = [m.process(c, m.initial_state()) for m, c in zip(models, chunks, strict=True)]
+    assert all(socs(a[0]) for a in alone)
+    assert {c.temps.shape[1] for c in chunks} == {0, 2}
+    order = np.argsort(np.concatenate([c.ts for c in chunks]), kind="stable")
+    slot = np.concatenate([np.full(len(c), k) for k, c in enumerate(chunks)])[order]
+    pos = np.concatenate([np.arange(len(c)) for c in chunks])[order]
+    width = max(c.cells.shape[1] for c in chunks)
+
+    def col(name: str) -> np.ndarray:
+        return np.array([getattr(chunks[s], name)[p] for s, p in zip(slot, pos, strict=True)])
+
+    twidth = max(c.temps.shape[1] for c in chunks)
+    cells = np.full((slot.size, width), np.nan)
+    temps = np.full((slot.size, twidth), np.nan)
+    for r, (s, p) in enumerate(zip(slot, pos, strict=True)):
+        cells[r, : chunks[s].cells.shape[1]] = chunks[s].cells[p]
+        temps[r, : chunks[s].temps.shape[1]] = chunks[s].temps[p]
+    blk = Block(
+        slot.astype(np.int64),
+        col("ts"),
+        col("dt_ms"),
+        col("gap"),
+        col("current"),
+        col("voltage"),
+        cells,
+        temps,
+        col("soc"),
+        col("soh"),
+        np.array([c.cells.shape[1] for c in chunks], dtype=np.int64),
+        np.array([c.temps.shape[1] for c in chunks], dtype=np.int64),
+    )
+    state = StateArrays(SocOcvEstimation.state_spec, len(chunks), width, twidth)
+    params = np.vstack([m.param_row() for m in models])
+    rows = run_kernel(models[0], blk, params, state)
+    for k, m in enumerate(models):
+        mine = rows[slot[rows[:, 0].astype(int)] == k]
+        assert m.outputs(mine, blk.ts) == alone[k][0]
+        assert state.to_dict(k, chunks[k].cells.shape[1], chunks[k].temps.shape[1]) == alone[k][1]

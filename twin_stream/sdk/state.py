@@ -155,7 +155,8 @@ class StateArrays:
                     )
                     a = self.arrays[name]
                 a[slot] = self._init(f)
-                a[slot][: arr.shape[0]] = arr
+                if arr.size:  # [] of a ["cells", 6] field: no cells yet
+                    a[slot][: arr.shape[0]] = arr
             else:
                 a[slot] = arr
 
