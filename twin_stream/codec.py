@@ -43,6 +43,7 @@ from schemas.telemetry import LIMITS, VALID_RANGES, Telemetry, parse_rfc3339_ms
 from twin_stream.outputs import Alert, Estimate, Output
 
 if TYPE_CHECKING:
+    from twin_stream.records import Records
     from twin_stream.settings import Settings
 
 NAN = math.nan
@@ -377,6 +378,26 @@ class Decoder:
                 origin.extend([i] * (len(rows) - n_rows))
             if dead_origin is not None:
                 dead_origin.extend([i] * (len(dead) - n_dead))
+
+    def decode_records(
+        self, items: list[tuple[Any, str]], *, arrow: bool = False
+    ) -> tuple[Records, list[DeadLetter]]:
+        """`decode_many` + `Records.from_rows`: the same records, dead letters and order.
+
+        `arrow`: plain JSON messages in bulk through Arrow's JSON reader and vectorised checks
+        (`twin_stream.columnar.decode_records`). Measured on 96-cell records it is no faster
+        than the simdjson path on one core (Arrow keeps every number as text and converts
+        list<double> columns in a second pass: 3/4 of its time), so it is off by default."""
+        from twin_stream.records import Records
+
+        if arrow:
+            from twin_stream.columnar import decode_records
+
+            return decode_records(self, items)
+        rows: list[Row] = []
+        dead: list[DeadLetter] = []
+        self.decode_many(items, rows, dead)
+        return Records.from_rows(rows), dead
 
     def decode(
         self, data: bytes | str, source: str, rows: list[Row], dead: list[DeadLetter]

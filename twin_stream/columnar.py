@@ -1,0 +1,454 @@
+"""Decoding straight into columns (`Records`): JSON messages in bulk through Arrow's JSON
+reader, and Arrow tables (Parquet, CSV) validated as whole columns.
+
+It is an optimisation with a fallback, never a second rule book (like `twin_stream.fastjson`):
+`validate` applies the rules of `codec.lean_row` to whole columns with numpy/pyarrow.compute
+(battery_id pattern, ts an integer in range or an RFC 3339 text, current a number in range,
+optional fields and channels out of range or equal to a marker -> NaN and counted in
+`degraded`, arrays of 1..1024 numbers or nulls, seq a non-negative integer), and returns which
+rows it accepts. Every other row goes through the per-record decoder (`Decoder.decode_many`
+/ `decode_object`), which decides and gives the dead letter its reason, so the output is the
+one of `decode_many` + `Records.from_rows`, in the same order.
+
+JSON in bulk (`decode_records`): the plain messages (bytes, at most `max_bytes`, one object,
+depth at most 2, no newline inside, no NaN/Infinity literal that Arrow's parser would accept
+and the codec refuses) are joined by newlines and read by `pyarrow.json.read_json` with an
+explicit schema (ts inferred: integers, or RFC 3339 text read again as text). The screen runs
+on the joined buffer: `bytes.translate` keeps only `{`, `[` and newlines, and one regex checks
+that every message left exactly `{`, `{[` or `{[[`; only when it fails are messages checked
+one by one. Depth matters: Arrow's JSON parser recurses, and nesting 10,000 deep crashes the
+process. A range Arrow cannot read (a duplicate key, a wrong type, an integer wider than 64
+bits, invalid UTF-8) is cut in halves until the offending messages are found (a poison message
+costs about three parses of its block), and those go one by one through `decode_many` (the
+simdjson fast path, then the slow path). Rows with an extra key of non-null value also go one
+by one (an extra key with a null value is ignored both ways).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from schemas.telemetry import LIMITS, parse_rfc3339_ms
+from twin_stream.codec import (
+    _I_MAX,
+    _N_MAX,
+    _RANGES,
+    _TS_MAX,
+    _TS_MIN,
+    DeadLetter,
+    Markers,
+    Row,
+)
+from twin_stream.records import Lazy, Records
+
+if TYPE_CHECKING:
+    from twin_stream.codec import Decoder
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+FIELDS = (
+    "battery_id",
+    "ts",
+    "current",
+    "voltage",
+    "cell_voltages",
+    "temperatures",
+    "soc",
+    "soh",
+    "seq",
+)
+_SCHEMA = pa.schema(
+    [
+        ("battery_id", pa.string()),
+        ("current", pa.float64()),
+        ("voltage", pa.float64()),
+        ("cell_voltages", pa.list_(pa.float64())),
+        ("temperatures", pa.list_(pa.float64())),
+        ("soc", pa.float64()),
+        ("soh", pa.float64()),
+        ("seq", pa.int64()),
+    ]
+)  # ts is inferred (int64, or text) unless read again as text
+_SCHEMA_TS_TEXT = _SCHEMA.append(pa.field("ts", pa.string()))
+_ID_RE2 = LIMITS["battery_id_pattern"]
+_SHAPES = re.compile(rb"(?:\{\[{0,2}\n)*")  # what a screened message may leave: {, {[ or {[[
+_KEEP = bytes(b for b in range(256) if b not in b"{[\n")
+_MIN_SPLIT = 16  # below this many messages an unreadable range goes one by one
+
+
+class Columns:
+    """Columns of telemetry fields by logical name (None: absent), `n` rows."""
+
+    def __init__(self, n: int, get: Callable[[str], pa.Array | None]) -> None:
+        self.n = n
+        self.get = get
+
+    @staticmethod
+    def of_table(tbl: pa.Table) -> Columns:
+        names = set(tbl.column_names)
+
+        def get(name: str) -> pa.Array | None:
+            if name not in names:
+                return None
+            col = tbl.column(name)
+            arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+            if pa.types.is_dictionary(arr.type):
+                arr = arr.dictionary_decode()
+            return arr
+
+        return Columns(tbl.num_rows, get)
+
+
+def _numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _floats(arr: pa.Array) -> FloatArray:
+    """A numeric Arrow array as a writable float64 array, null -> NaN."""
+    return np.array(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _neg_zero(v: FloatArray) -> BoolArray:
+    """-0.0: JSON `-0` is the integer 0 to the codec (0.0), Arrow reads -0.0: one by one."""
+    return (v == 0) & np.signbit(v)
+
+
+def _valid(arr: pa.Array) -> BoolArray:
+    if arr.null_count == 0:
+        return np.ones(len(arr), dtype=bool)
+    return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _scalar(
+    arr: pa.Array | None, name: str, markers: Markers, n: int
+) -> tuple[FloatArray, IntArray, BoolArray]:
+    """An optional scalar: (values, degraded 0/1, row acceptable)."""
+    if arr is None or pa.types.is_null(arr.type):
+        return np.full(n, np.nan), np.zeros(n, np.int64), np.ones(n, bool)
+    present = _valid(arr)
+    if not _numeric(arr.type):
+        return np.full(n, np.nan), np.zeros(n, np.int64), ~present
+    v = _floats(arr)
+    lo, hi = _RANGES[name]
+    ok = ~_neg_zero(v)
+    with np.errstate(invalid="ignore"):
+        good = ((v > lo) if name == "soh" else (v >= lo)) & (v <= hi)
+    marks = markers.get(name)
+    if marks:
+        good &= ~np.isin(v, marks)
+    bad = present & ~good
+    v[bad] = np.nan
+    return v, bad.astype(np.int64), ok
+
+
+def _channels(
+    arr: pa.Array | None, name: str, markers: Markers, n: int
+) -> tuple[FloatArray, IntArray, IntArray, BoolArray]:
+    """A per-channel field: (matrix NaN-padded, counts (-1: absent), degraded, acceptable)."""
+    absent = np.full(n, -1, np.int64)
+    if arr is None or pa.types.is_null(arr.type):
+        return np.full((n, 0), np.nan), absent, np.zeros(n, np.int64), np.ones(n, bool)
+    t = arr.type
+    listy = pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+    if not listy or not (_numeric(t.value_type) or pa.types.is_null(t.value_type)):
+        return np.full((n, 0), np.nan), absent, np.zeros(n, np.int64), ~_valid(arr)
+    lens = np.asarray(
+        pc.list_value_length(arr).fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64
+    )
+    ok = (lens == -1) | ((lens >= 1) & (lens <= _N_MAX))
+    flat = pc.list_flatten(arr)
+    v = _floats(flat) if _numeric(flat.type) else np.full(len(flat), np.nan)
+    lo, hi = _RANGES[name]
+    with np.errstate(invalid="ignore"):
+        bad = ~((v >= lo) & (v <= hi))
+    marks = markers.get(name)
+    if marks:
+        bad |= np.isin(v, marks)
+    size = np.maximum(lens, 0)
+    ends = np.cumsum(size)
+    starts = ends - size
+    if bad.any():
+        cum = np.concatenate([[0], np.cumsum(bad, dtype=np.int64)])
+        degraded = cum[ends] - cum[starts]
+    else:
+        degraded = np.zeros(n, np.int64)
+    nz = _neg_zero(v)
+    if nz.any():
+        cnz = np.concatenate([[0], np.cumsum(nz, dtype=np.int64)])
+        ok &= cnz[ends] == cnz[starts]
+    v[bad] = np.nan
+    use = ok & (size > 0)
+    width = int(size[use].max()) if use.any() else 0
+    if use.all() and (size == width).all():
+        mat = v.reshape(n, width)
+    else:
+        mat = np.full((n, width), np.nan)
+        row_of = np.repeat(np.arange(n), size)
+        col_of = np.arange(v.size) - np.repeat(starts, size)
+        keep = use[row_of]
+        mat[row_of[keep], col_of[keep]] = v[keep]
+    return mat, lens, degraded, ok
+
+
+def _ts(arr: pa.Array | None, n: int) -> tuple[IntArray, BoolArray]:
+    if arr is None:
+        return np.zeros(n, np.int64), np.zeros(n, bool)
+    present = _valid(arr)
+    if pa.types.is_integer(arr.type):
+        raw = arr.fill_null(0).to_numpy(zero_copy_only=False)
+        ok = present & (raw >= _TS_MIN) & (raw <= _TS_MAX)
+        return np.where(ok, raw, 0).astype(np.int64), ok
+    ts = np.zeros(n, np.int64)
+    ok = np.zeros(n, bool)
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        texts = arr.to_pylist()  # RFC 3339: parsed by the codec's own function
+        for i in np.flatnonzero(present).tolist():
+            try:
+                ms = parse_rfc3339_ms(texts[i])
+            except ValueError:
+                continue
+            if _TS_MIN <= ms <= _TS_MAX:
+                ts[i] = ms
+                ok[i] = True
+    return ts, ok
+
+
+def validate(cols: Columns, markers: Markers) -> tuple[Records, BoolArray]:
+    """The accepted rows as `Records` (raw/source left empty) and the mask of accepted rows."""
+    n = cols.n
+    bid = cols.get("battery_id")
+    if bid is None or not (pa.types.is_string(bid.type) or pa.types.is_large_string(bid.type)):
+        return Records.empty(), np.zeros(n, bool)
+    ok = np.asarray(
+        pc.match_substring_regex(bid, _ID_RE2).fill_null(False).to_numpy(zero_copy_only=False),
+        dtype=bool,
+    )
+    ts, ok_ts = _ts(cols.get("ts"), n)
+    ok &= ok_ts
+    cur_arr = cols.get("current")
+    if cur_arr is None or not _numeric(cur_arr.type):
+        return Records.empty(), np.zeros(n, bool)
+    cur = _floats(cur_arr)
+    with np.errstate(invalid="ignore"):
+        ok &= (np.abs(cur) <= _I_MAX) & ~_neg_zero(cur)  # NaN (null) fails
+    seq = cols.get("seq")
+    if seq is not None and not pa.types.is_null(seq.type):
+        present = _valid(seq)
+        if pa.types.is_integer(seq.type):
+            ok &= ~present | (seq.fill_null(0).to_numpy(zero_copy_only=False) >= 0)
+        else:
+            ok &= ~present
+    degraded = np.zeros(n, np.int64)
+    scalars = []
+    for name in ("voltage", "soc", "soh"):
+        v, d, o = _scalar(cols.get(name), name, markers, n)
+        scalars.append(v)
+        degraded += d
+        ok &= o
+    mats = []
+    for name in ("cell_voltages", "temperatures"):
+        m, c, d, o = _channels(cols.get(name), name, markers, n)
+        mats.append((m, c))
+        degraded += d
+        ok &= o
+    idx = np.flatnonzero(ok)
+    keep = [bid.take(pa.array(idx)).to_pylist() if len(idx) < n else bid.to_pylist()]
+
+    def rows(m: FloatArray, c: IntArray) -> tuple[FloatArray, IntArray]:
+        c = c[idx]
+        width = int(c.max()) if c.size and c.max() > 0 else 0
+        return m[idx, :width] if len(idx) < n else m[:, :width], c
+
+    (cells, n_cells), (temps, n_temps) = (rows(m, c) for m, c in mats)
+    rec = Records(
+        keep[0],
+        ts[idx],
+        cur[idx],
+        scalars[0][idx],
+        scalars[1][idx],
+        scalars[2][idx],
+        np.ascontiguousarray(cells),
+        n_cells,
+        np.ascontiguousarray(temps),
+        n_temps,
+        degraded[idx],
+        [],
+        [],
+    )
+    return rec, ok
+
+
+# --- JSON messages in bulk -------------------------------------------------------------------
+
+
+def _screen(payloads: list[bytes], joined: bytes) -> BoolArray:
+    """Which messages Arrow may read: one object, depth <= 2, no newline, no NaN/Inf."""
+    n = len(payloads)
+    ok = np.ones(n, bool)
+    if _SHAPES.fullmatch(joined.translate(None, _KEEP)) is None:
+        ok = np.array(
+            [p.count(b"{") == 1 and p.count(b"[") <= 2 and b"\n" not in p for p in payloads],
+            dtype=bool,
+        ).reshape(n)
+    if b"NaN" in joined or b"Inf" in joined:
+        ok &= np.array([b"NaN" not in p and b"Inf" not in p for p in payloads], bool).reshape(n)
+    return ok
+
+
+def _read(buf: pa.Buffer, n: int, markers: Markers) -> tuple[Records, BoolArray] | None:
+    """Read `n` newline-terminated messages from `buf`; None if Arrow cannot."""
+    opts = pj.ReadOptions(block_size=max(1 << 22, buf.size // 4 + 1))
+    try:
+        tbl = pj.read_json(
+            pa.BufferReader(buf),
+            read_options=opts,
+            parse_options=pj.ParseOptions(
+                explicit_schema=_SCHEMA, unexpected_field_behavior="infer"
+            ),
+        )
+        if "ts" in tbl.column_names and (
+            pa.types.is_timestamp(tbl.schema.field("ts").type)
+            or pa.types.is_string(tbl.schema.field("ts").type)
+        ):
+            tbl = pj.read_json(
+                pa.BufferReader(buf),
+                read_options=opts,
+                parse_options=pj.ParseOptions(
+                    explicit_schema=_SCHEMA_TS_TEXT, unexpected_field_behavior="infer"
+                ),
+            )
+        if tbl.num_rows != n:
+            return None
+        ts_type = tbl.schema.field("ts").type if "ts" in tbl.column_names else pa.null()
+        if not (
+            pa.types.is_integer(ts_type) or pa.types.is_string(ts_type) or pa.types.is_null(ts_type)
+        ):
+            return None  # e.g. 1.5 somewhere: find it
+        extra = np.zeros(n, bool)
+        for name in tbl.column_names:
+            if name not in FIELDS:
+                extra |= _valid(tbl.column(name).combine_chunks())
+        rec, ok = validate(Columns.of_table(tbl), markers)
+    except Exception:  # ArrowInvalid, UnicodeDecodeError, ...: find the messages
+        return None
+    if extra.any():
+        keep = ~extra[ok]
+        rec = rec.take(np.flatnonzero(keep))
+        ok &= ~extra
+    return rec, ok
+
+
+def decode_records(
+    decoder: Decoder, items: list[tuple[Any, str]]
+) -> tuple[Records, list[DeadLetter]]:
+    """`decoder.decode_many(items)` + `Records.from_rows`, in bulk where it can."""
+    n = len(items)
+    if n == 0:
+        return Records.empty(), []
+    max_bytes = decoder.max_bytes
+    plain: list[int] = []
+    if not decoder.field_map:
+        plain = [
+            i
+            for i, (p, _) in enumerate(items)
+            if type(p) is bytes and 0 < len(p) <= max_bytes and not p.isspace()
+        ]
+    parts: list[Records] = []
+    part_idx: list[IntArray] = []
+    rest = np.ones(n, bool)  # items decided one by one
+    if plain:
+        payloads = [items[i][0] for i in plain]
+        plain_a = np.array(plain, dtype=np.int64)
+        joined0 = b"\n".join(payloads) + b"\n"
+        screened = _screen(payloads, joined0)
+        if not screened.all():
+            payloads = [p for p, s in zip(payloads, screened.tolist(), strict=True) if s]
+            plain_a = plain_a[screened]
+            joined = b"\n".join(payloads) + b"\n" if payloads else b""
+        else:
+            joined = joined0
+        lens = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads)) + 1
+        ends = np.cumsum(lens)
+        buf = pa.py_buffer(joined)
+
+        def bulk(a: int, b: int) -> None:
+            """Messages a..b-1 of the screened ones; halves where Arrow fails."""
+            start = int(ends[a - 1]) if a else 0
+            got = _read(buf.slice(start, int(ends[b - 1]) - start), b - a, decoder.markers)
+            if got is not None:
+                rec, ok = got
+                where = plain_a[a:b][ok]
+                rec.raw = [items[i][0] for i in where.tolist()]
+                rec.source = [items[i][1] for i in where.tolist()]
+                parts.append(rec)
+                part_idx.append(where)
+                rest[where] = False
+            elif b - a > _MIN_SPLIT:
+                mid = (a + b) // 2
+                bulk(a, mid)
+                bulk(mid, b)
+
+        if payloads:
+            bulk(0, len(payloads))
+    left = np.flatnonzero(rest)
+    dead: list[DeadLetter] = []
+    if left.size:
+        rows: list[Row] = []
+        origin: list[int] = []
+        sub = [items[i] for i in left.tolist()]
+        decoder.decode_many(sub, rows, dead, origin)
+        if rows:
+            parts.append(Records.from_rows(rows))
+            part_idx.append(left[np.array(origin, dtype=np.int64)])
+    return merge_ordered(list(zip(parts, part_idx, strict=True))), dead
+
+
+def decode_table(
+    decoder: Decoder,
+    cols: Columns,
+    source: Callable[[int], str],
+    payloads: Callable[[IntArray], list[Any]],
+) -> tuple[Records, list[DeadLetter]]:
+    """Columns of a file (Parquet, CSV) validated whole; the rows `validate` does not accept
+    go through `decoder.decode_many` as the payloads (dicts) `payloads(rows)` gives. The
+    accepted rows' `raw`/`source` are `Lazy`: made only for a dead letter."""
+    n = cols.n
+    try:
+        rec, ok = validate(cols, decoder.markers)
+    except Exception:  # anything unexpected in a column: every row one by one
+        rec, ok = Records.empty(), np.zeros(n, bool)
+    acc = np.flatnonzero(ok)
+    rec.raw = Lazy.of(lambda i: payloads(np.array([i]))[0], acc)
+    rec.source = Lazy.of(source, acc)
+    parts = [(rec, acc)]
+    dead: list[DeadLetter] = []
+    left = np.flatnonzero(~ok)
+    if left.size:
+        rows: list[Row] = []
+        origin: list[int] = []
+        items = list(zip(payloads(left), map(source, left.tolist()), strict=True))
+        decoder.decode_many(items, rows, dead, origin)
+        parts.append((Records.from_rows(rows), left[np.array(origin, dtype=np.int64)]))
+    return merge_ordered(parts), dead
+
+
+def merge_ordered(parts: Sequence[tuple[Records, IntArray]]) -> Records:
+    """Records of several parts into one, ordered by each row's key (stable)."""
+    parts = [(r, k) for r, k in parts if len(r)]
+    if not parts:
+        return Records.empty()
+    out = Records.concat([r for r, _ in parts])
+    key = np.concatenate([k for _, k in parts])
+    if len(parts) > 1 and (np.diff(key) < 0).any():
+        out = out.take(np.argsort(key, kind="stable"))
+    return out
