@@ -93,25 +93,6 @@ class Records:
     def __len__(self) -> int:
         return int(self.ts.size)
 
-    def take(self, idx: IntArray) -> Records:
-        """The records at indices `idx`, in that order."""
-        il = idx.tolist()
-        return Records(
-            [self.battery_id[i] for i in il],
-            self.ts[idx],
-            self.current[idx],
-            self.voltage[idx],
-            self.soc[idx],
-            self.soh[idx],
-            self.cells[idx],
-            self.n_cells[idx],
-            self.temps[idx],
-            self.n_temps[idx],
-            self.degraded[idx],
-            [self.raw[i] for i in il],
-            [self.source[i] for i in il],
-        )
-
     @staticmethod
     def empty() -> Records:
         return Records.from_rows([])

@@ -15,12 +15,12 @@ from __future__ import annotations
 import gc
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from twin_stream.codec import DeadLetter, Decoder, Row
+from twin_stream.codec import DeadLetter, Decoder
 from twin_stream.engine import BlockResult, Engine
 from twin_stream.io import JsonlWriter, RecordReader
 from twin_stream.records import Records
@@ -66,11 +66,40 @@ def run_blocks(
     states: dict[str, State] | None = None,
     on_block: Callable[[], None] | None = None,
 ) -> tuple[Summary, dict[str, State]]:
-    """Run blocks of (payload, source) through one engine: decode and validate each block,
-    run it (all its batteries at once), then flush every battery. Returns the summary and
-    every battery's final state (`states`, when given, is where it starts and is updated)."""
-    engine = Engine(settings)
+    """`run_records` over blocks of (payload, source), decoded here."""
     decoder = Decoder.from_settings(settings)
+    counted = _Counted()
+
+    def decoded() -> Iterator[tuple[Records, list[DeadLetter]]]:
+        for items in blocks:
+            counted.n += len(items)
+            yield decoder.decode_records(items)
+
+    summary, states = run_records(
+        decoded(), settings, alerts, estimates, deadletters, states=states, on_block=on_block
+    )
+    summary.input_records = counted.n
+    return summary, states
+
+
+class _Counted:
+    n = 0
+
+
+def run_records(
+    batches: Iterable[tuple[Records, list[DeadLetter]]],
+    settings: Settings,
+    alerts: Writer,
+    estimates: Writer,
+    deadletters: Writer,
+    *,
+    states: dict[str, State] | None = None,
+    on_block: Callable[[], None] | None = None,
+) -> tuple[Summary, dict[str, State]]:
+    """Run decoded blocks (records and the decoder's dead letters) through one engine, each
+    block at once, then flush every battery. Returns the summary and every battery's final
+    state (`states`, when given, is where it starts and is updated)."""
+    engine = Engine(settings)
     states = {} if states is None else states
     for bid, st in states.items():
         engine.load_state(bid, st)
@@ -88,13 +117,10 @@ def run_blocks(
         deadletters.write_all([d.to_dict() for d in dead])
 
     try:
-        for items in blocks:
-            rows: list[Row] = []
-            dead: list[DeadLetter] = []
-            decoder.decode_many(items, rows, dead)
-            n_in += len(items)
+        for recs, dead in batches:
+            n_in += len(recs) + sum(d.records for d in dead)
             engine.count_invalid(dead)
-            write(engine.run(Records.from_rows(rows)), dead)
+            write(engine.run(recs), list(dead))
             if on_block is not None:
                 on_block()
         write(engine.flush_all(), [])
@@ -129,8 +155,8 @@ def replay(
     estimates = JsonlWriter(out_dir / "estimates.jsonl")
     deadletters = JsonlWriter(out_dir / "deadletter.jsonl")
     try:
-        summary, states = run_blocks(
-            reader.blocks(block),
+        summary, states = run_records(
+            reader.records(block, Decoder.from_settings(settings)),
             settings,
             alerts,
             estimates,
