@@ -1,7 +1,7 @@
-"""eq_cycles: equivalent full cycles N = N0 + sum(|I| dt eta) / (2 C_nom SOH/100) and the
-measured charge throughput, by exact trapezoids (sign changes inside an interval included),
-gap-aware, with an optional stored-charge efficiency weighting, accumulated in integer fixed
-point so that the result is identical however the samples are chunked."""
+"""eq_cycles: equivalent full cycles N = N0 + sum(|I| dt eta) / (2 C_nom SOH/100), the measured
+charge/discharge throughput and the terminal energy, by exact trapezoids (sign changes inside a
+dense interval on the straight line through zero), gap-aware, with an optional stored-charge
+efficiency weighting; one compiled per-record loop over a block of many batteries."""
 
 from models.eq_cycles.model import EqCycles
 

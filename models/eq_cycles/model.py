@@ -1,4 +1,4 @@
-"""eq_cycles: equivalent full cycles from the charge throughput, exact across chunk boundaries.
+"""eq_cycles: equivalent full cycles, charge/discharge throughput and terminal energy.
 
 Job
 ---
@@ -11,8 +11,9 @@ Algorithm
 ---------
     N = initial_cycles + sum_k( Q_k ) / (2 * C_nom * SOH_k / 100)
 
-over the intervals k between consecutive samples (a, b = the currents at the interval's
-ends, dt its length), vectorised over the chunk:
+over the intervals k between consecutive samples of a battery (a, b = the currents at the
+interval's ends, dt its length), in one compiled loop over the block's records: each record
+closes the interval from its battery's previous sample (carried in the state) to itself.
 
 * Throughput of an interval (``integration``):
 
@@ -28,324 +29,332 @@ ends, dt its length), vectorised over the chunk:
     the latest frame); ``interval_average``: the later sample's, ``|b| * dt`` (a source whose
     value is the mean current of the interval before it).
 
-  The charge and discharge parts are quantised separately and the total is their integer sum,
-  so ``throughput_ah`` = ``throughput_charge_ah`` + ``throughput_discharge_ah`` exactly.
-* Energy: the same rule applied to V * I, V the pack voltage (else the sum of the cells when
-  every cell is reported); on a dense sign change, the exact integral of the product of the two
-  straight lines on each side of the zero. An interval without a voltage at both ends adds no
-  energy; energy estimates start at the battery's first sample with a voltage.
-* The previous sample (its current and last known SOH) is carried in the state, so the first
-  interval of a chunk is integrated like any other (the upstream dropped it at every window
-  edge).
-* Gaps (``chunk.gap`` with ``dt_ms > 0``: longer than max(``engine.max_gap_s``,
-  ``engine.gap_factor`` x the battery's typical interval), see `twin_stream.chunk`) are not
-  integrated: the current during them is unknown. Their number and total length are
-  kept in the state (``gaps``, ``gap_ms``). The very first sample of a battery has no interval.
-* SOH: per sample from ``chunk.soh``; NaN means "not reported" and carries the last reported
-  value (kept in the state; 100 % if none ever came). ``SOH_eff = max(SOH, min_soh_percent)``
-  (no division by zero, and a 0-1 fraction sent by mistake gives at most 100/min_soh times
-  the cycles instead of 100x). The SOH of an interval is the mean of its two ends' SOH_eff.
+  ``current_deadband_a``: currents with ``|I|`` below it count as 0 (before anything else).
+* Energy: the same rule applied to V * I, V the pack voltage (else the sum of the battery's
+  cells when every one is reported), clamped at 0; on a dense sign change, the exact integral
+  of the product of the two straight lines on each side of the zero. An interval without a
+  voltage at both ends adds no energy; energy estimates start at the battery's first sample
+  with a voltage.
+* Gaps (``gap`` with ``dt_ms > 0``: longer than max(``engine.max_gap_s``,
+  ``engine.gap_factor`` x the battery's typical interval)) are not integrated; their number
+  and total length are kept in the state (``gaps``, ``gap_ms``). The very first sample of a
+  battery has no interval.
+* SOH: per sample; NaN means "not reported" and carries the last reported value (kept in the
+  state; 100 % if none ever came). ``SOH_eff = max(SOH, min_soh_percent)`` (no division by
+  zero, and a 0-1 fraction sent by mistake gives at most 100/min_soh times the cycles instead
+  of 100x). The SOH of an interval is the mean of its two ends' SOH_eff.
 * Efficiency (``efficiency_mode``):
 
   - ``none`` (default): ``Q_k`` = the interval's throughput, so N equals throughput /
     (2 C_eff) exactly (what the PyBaMM validation bound checks).
   - ``stored_charge``: count charge moved into and out of storage, as in the standard storage
     balance ``dE = eta_c * Q_in - Q_out / eta_d``: the charge part times
-    ``charge_efficiency`` (only that much is stored), the discharge part divided by
-    ``discharge_efficiency`` (the stored charge drawn to deliver it at the terminals). Over a
-    closed cycle (back to the same SOC) stored-in equals stored-out, so both halves count the
-    same and a cycle is one full swing of the store. The upstream multiplied both halves by
-    eta < 1, which models nothing and just under-counts by 1-2 %. Example: 20 A discharge for
-    99 h on 100 Ah is 1980 / 0.99 / 200 = 10.0 cycles (upstream: 9.801); 20 A charge for 99 h
-    is 1980 * 0.98 / 200 = 9.702. With ``discharge_efficiency`` = 1 and ``charge_efficiency``
-    = the round-trip coulombic efficiency, everything is referred to the delivered (rated)
-    capacity instead (Plett-style coulomb counting).
+    ``charge_efficiency``, the discharge part divided by ``discharge_efficiency``. Over a
+    closed cycle stored-in equals stored-out, so both halves count the same. Example: 20 A
+    discharge for 99 h on 100 Ah is 1980 / 0.99 / 200 = 10.0 cycles; 20 A charge for 99 h is
+    1980 * 0.98 / 200 = 9.702.
 
-Exact chunk invariance: every interval's throughput is rounded to an integer number of
-femto-Ah and its cycles to an integer number of femto-cycles (1e-15; bias at most 5e-16 per
-interval, i.e. < 2e-8 over a year at 1 Hz), and those integers are summed. Integer sums do
-not depend on how the intervals are grouped, so any chunking gives bit-identical outputs and
-state. Each total is kept as a whole part plus a femto remainder (both far below 2^53, safe
-for any JSON codec, and unbounded over a battery's life). Outputs derive from the integers:
-``N = initial_cycles + total_fc / 1e15`` (Python's int / int is correctly rounded).
+Totals are float64 sums carried in the state, added to record by record: the sequence of
+additions is the battery's sequence of intervals whatever the blocks are, so any chunking or
+interleaving gives bit-identical outputs and state. Each sum is compensated (Neumaier: a second
+float gathers the rounding error of every addition, the total is their sum): a plain sum of
+356 400 one-second increments drifts by 6e-12 relative (99 h at 1 Hz), the compensated one stays
+within an ulp or two of the exact sum, whatever the battery's age. ``throughput_ah`` is
+computed as ``throughput_charge_ah + throughput_discharge_ah`` (plus ``unsplit_ah``, throughput
+counted before the split existed, normally 0): the split sums to the total up to the rounding of
+that one addition (exactly equal as floats when ``unsplit_ah`` is 0). The former implementation
+summed integers of femto-units instead; the results agree to float rounding.
 
-Estimates, at the first sample of every ``estimate_interval_s`` slot of event time
-(`cadence_rows`), value as of that sample, confidence null: ``equivalent_cycles`` [cycles] (SOH-
-scaled, efficiency-weighted), ``equivalent_cycles_nominal`` [cycles] (N0 + throughput / 2 C_nom),
-``throughput_ah``, ``throughput_charge_ah``, ``throughput_discharge_ah`` [Ah] (measured |I|
-throughput since the battery was first seen, no efficiency weighting), and, once a voltage was
-seen, ``energy_charge_kwh``, ``energy_discharge_kwh`` [kWh] at the terminals.
+Estimates, at the first sample of every ``estimate_interval_s`` slot of event time (aligned to
+the epoch), value as of that sample, confidence null: ``equivalent_cycles`` [cycles] (SOH-
+scaled, efficiency-weighted), ``equivalent_cycles_nominal`` [cycles] (N0 + throughput / 2
+C_nom), ``throughput_ah``, ``throughput_charge_ah``, ``throughput_discharge_ah`` [Ah] and, once
+a voltage was seen, ``energy_charge_kwh``, ``energy_discharge_kwh`` [kWh].
 
-Assumes ``chunk.current`` finite (the ingest dead-letters NaN/inf, the field is required).
+Assumes the current finite (the ingest dead-letters NaN/inf, the field is required).
 
-State (JSON), version 2: ``{"version": 2, "prev_current": float | null, "prev_voltage": float |
-null, "soh": float | null, "energy_seen": bool, "gaps": int, "gap_ms": int, "last_slot": int |
-null}`` plus, per total, a whole part and a femto part: ``throughput_ah``/``throughput_fah``,
-``charge_ah``/``charge_fah``, ``discharge_ah``/``discharge_fah`` [Ah],
-``energy_charge_kwh``/``energy_charge_fkwh``, ``energy_discharge_kwh``/``energy_discharge_fkwh``
-[kWh], ``cycles``/``cycles_fc`` (accumulated cycles without N0). A version 1 state is upgraded
-on load: the totals carry on, the split and the energies count from then.
+State: version 3, declared in model.json. `migrate` upgrades the dict states of the former
+implementation: version 2 (femto-integer totals, whole + femto parts) carries every total;
+version 1 (throughput and cycles only) carries those, the split and the energies count from
+then.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from twin_stream.alerting import cadence_rows
-from twin_stream.chunk import Chunk
-from twin_stream.sdk.contract import ContractError, Model, State, register_model
-from twin_stream.outputs import Estimate, Output
-from twin_stream.spec import BatterySpec
+from twin_stream import sdk
+from twin_stream.sdk.contract import ContractError, State
 
 FloatArray = npt.NDArray[np.float64]
 
-STATE_VERSION = 2
-FEMTO = 10**15  # femto-cycles per cycle, femto-Ah per Ah, femto-kWh per kWh
-_FAH_PER_AMS = 1e15 / 3.6e6  # femto-Ah per ampere-millisecond
-_FKWH_PER_WMS = 1e15 / 3.6e9  # femto-kWh per watt-millisecond
-_SAFE_INT64 = 2.0**62  # above this a chunk's sum is done in Python ints
-
-# (state key of the whole part, state key of the femto part) of each accumulated total
-_TOTALS = {
-    "throughput": ("throughput_ah", "throughput_fah"),
-    "charge": ("charge_ah", "charge_fah"),
-    "discharge": ("discharge_ah", "discharge_fah"),
-    "energy_charge": ("energy_charge_kwh", "energy_charge_fkwh"),
-    "energy_discharge": ("energy_discharge_kwh", "energy_discharge_fkwh"),
-    "cycles": ("cycles", "cycles_fc"),
-}
-
-
-def _quantise(x: FloatArray) -> npt.NDArray[Any]:
-    """Non-negative float quanta rounded to integers: int64, or Python ints if huge."""
-    q = np.rint(x)
-    if q.size == 0 or float(q.sum()) < _SAFE_INT64:
-        return q.astype(np.int64)
-    return np.array([int(v) for v in q.tolist()], dtype=object)
+# output codes: their order in model.json
+(
+    EQUIVALENT_CYCLES,
+    THROUGHPUT,
+    NOMINAL,
+    THROUGHPUT_CHARGE,
+    THROUGHPUT_DISCHARGE,
+    ENERGY_CHARGE,
+    ENERGY_DISCHARGE,
+) = range(7)
+TRAPEZOID, HOLD, INTERVAL_AVERAGE = 0, 1, 2
+_MODES = {"trapezoid": TRAPEZOID, "hold": HOLD, "interval_average": INTERVAL_AVERAGE}
+AMS_PER_AH = 3.6e6  # ampere-milliseconds per ampere-hour
+WMS_PER_KWH = 3.6e9  # watt-milliseconds per kilowatt-hour
+FEMTO = 10**15  # the former state's femto parts per unit
+# parameter row: interval_ms, min_soh, mode, dense_ms, deadband, w_charge, w_discharge,
+# cycles per (A ms x 100 / SOH_eff), 2 C_nom, initial cycles
+P_INTERVAL, P_MIN_SOH, P_MODE, P_DENSE, P_DEADBAND, P_WC, P_WD, P_KC, P_TWO_C, P_N0 = range(10)
 
 
-def _upgrade(state: State) -> State:
-    """A version 1 state (throughput and cycles only) as version 2: the charge/discharge split
-    and the energies start at 0 when the model is upgraded; the totals carry on."""
-    st = dict(state)
-    for key in ("charge", "discharge", "energy_charge", "energy_discharge"):
-        whole, frac = _TOTALS[key]
-        st[whole] = st[frac] = 0
-    st["prev_voltage"] = None
-    st["energy_seen"] = False
-    st["version"] = STATE_VERSION
-    return st
+@sdk.kernel
+def _add(total, comp, s, x):  # type: ignore[no-untyped-def]
+    """total[s] += x, compensated (Neumaier): comp[s] gathers the rounding error."""
+    a = total[s]
+    t = a + x
+    if abs(a) >= abs(x):
+        comp[s] += (a - t) + x
+    else:
+        comp[s] += (x - t) + a
+    total[s] = t
 
 
-def interval_parts(
-    a: FloatArray,
-    b: FloatArray,
-    va: FloatArray,
-    vb: FloatArray,
-    dt: FloatArray,
-    mode: str,
-    dense: npt.NDArray[np.bool_],
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    """(discharge, charge) [A ms] and (discharge, charge) energy [W ms] of the intervals from
-    samples (a, va) to (b, vb) of length dt [ms] under the integration `mode`; `dense` marks
-    the intervals where a sign change is integrated on the straight line through zero.
-    Voltages must be finite (pass 0 where unknown and drop the energy)."""
-    pa, pb = np.maximum(a, 0.0), np.maximum(b, 0.0)
-    na, nb = np.maximum(-a, 0.0), np.maximum(-b, 0.0)
-    if mode == "hold":
-        return pa * dt, na * dt, va * pa * dt, va * na * dt
-    if mode == "interval_average":
-        return pb * dt, nb * dt, vb * pb * dt, vb * nb * dt
-    half = 0.5 * dt
-    dis = (pa + pb) * half
-    chg = (na + nb) * half
-    edis = (va * pa + vb * pb) * half
-    echg = (va * na + vb * nb) * half
-    cross = dense & ((a * b) < 0.0)
-    if cross.any():
-        # |I| on the straight line from a to b reaches 0 at the fraction f = |a| / (|a| + |b|)
-        # of the interval: a triangle of |a| over f dt, one of |b| over (1 - f) dt. Energy:
-        # the exact integral of the product of the two straight lines (I and V) on each part.
-        aa, ab = np.abs(a), np.abs(b)
-        f = np.where(cross, aa / np.where(cross, aa + ab, 1.0), 0.0)
-        vc = va + (vb - va) * f
-        qa, qb = aa * f * half, ab * (1.0 - f) * half
-        ea = aa * f * dt * (2.0 * va + vc) / 6.0
-        eb = ab * (1.0 - f) * dt * (2.0 * vb + vc) / 6.0
-        a_dis = a > 0.0
-        dis = np.where(cross, np.where(a_dis, qa, qb), dis)
-        chg = np.where(cross, np.where(a_dis, qb, qa), chg)
-        edis = np.where(cross, np.where(a_dis, ea, eb), edis)
-        echg = np.where(cross, np.where(a_dis, eb, ea), echg)
-    return dis, chg, edis, echg
+@sdk.kernel
+def _loop(  # type: ignore[no-untyped-def]
+    slot,
+    ts,
+    dt_ms,
+    gap,
+    current,
+    voltage,
+    cells,
+    soh_in,
+    n_cells,
+    P,
+    prev_i,
+    prev_v,
+    soh,
+    charge,
+    charge_c,
+    discharge,
+    discharge_c,
+    unsplit,
+    e_charge,
+    e_charge_c,
+    e_discharge,
+    e_discharge_c,
+    cycles,
+    cycles_c,
+    seen,
+    gaps,
+    gap_ms,
+    last_slot,
+    out,
+    start,
+):
+    w = 0
+    for i in range(start, ts.size):
+        if not sdk.room(out, w, 7):
+            return i, w
+        s = slot[i]
+        min_soh = P[s, P_MIN_SOH]
+        b = current[i]
+        if abs(b) < P[s, P_DEADBAND]:  # |I| below it is sensor noise or offset
+            b = 0.0
+        # SOH at both ends: reported, else the last reported, else 100
+        before = soh[s] if not math.isnan(soh[s]) else 100.0
+        if np.isfinite(soh_in[i]):
+            soh[s] = soh_in[i]
+        now = soh[s] if not math.isnan(soh[s]) else 100.0
+        soh_int = (max(before, min_soh) + max(now, min_soh)) * 0.5
+        # pack voltage: measured, else the sum of the cells (all of them valid)
+        v = voltage[i]
+        if not np.isfinite(v) and n_cells[s] > 0:
+            v = 0.0
+            for j in range(n_cells[s]):
+                v += cells[i, j]
+        v_ok = np.isfinite(v)
+        vb = max(v, 0.0) if v_ok else 0.0
+
+        a = prev_i[s]
+        dt = dt_ms[i]
+        if gap[i]:
+            if dt > 0:
+                gaps[s] += 1
+                gap_ms[s] += dt
+        elif not math.isnan(a):
+            va_ok = not math.isnan(prev_v[s])
+            va = prev_v[s] if va_ok else 0.0
+            d = float(dt)
+            pa, pb = max(a, 0.0), max(b, 0.0)
+            na, nb = max(-a, 0.0), max(-b, 0.0)
+            mode = int(P[s, P_MODE])
+            if mode == HOLD:
+                dis, chg, edis, echg = pa * d, na * d, va * pa * d, va * na * d
+            elif mode == INTERVAL_AVERAGE:
+                dis, chg, edis, echg = pb * d, nb * d, vb * pb * d, vb * nb * d
+            elif a * b < 0.0 and dt <= P[s, P_DENSE]:
+                # |I| on the straight line from a to b reaches 0 at the fraction
+                # f = |a| / (|a| + |b|): a triangle of |a| over f dt, one of |b| over (1 - f) dt;
+                # energy: the exact integral of the product of the two straight lines
+                half = 0.5 * d
+                aa, ab = abs(a), abs(b)
+                f = aa / (aa + ab)
+                vc = va + (vb - va) * f
+                qa, qb = aa * f * half, ab * (1.0 - f) * half
+                ea = aa * f * d * (2.0 * va + vc) / 6.0
+                eb = ab * (1.0 - f) * d * (2.0 * vb + vc) / 6.0
+                if a > 0.0:
+                    dis, chg, edis, echg = qa, qb, ea, eb
+                else:
+                    dis, chg, edis, echg = qb, qa, eb, ea
+            else:
+                half = 0.5 * d
+                dis = (pa + pb) * half
+                chg = (na + nb) * half
+                edis = (va * pa + vb * pb) * half
+                echg = (va * na + vb * nb) * half
+            _add(discharge, discharge_c, s, dis / AMS_PER_AH)
+            _add(charge, charge_c, s, chg / AMS_PER_AH)
+            if va_ok and v_ok:
+                _add(e_discharge, e_discharge_c, s, edis / WMS_PER_KWH)
+                _add(e_charge, e_charge_c, s, echg / WMS_PER_KWH)
+            wc, wd = P[s, P_WC], P[s, P_WD]
+            weighted = dis + chg if wc == 1.0 and wd == 1.0 else wd * dis + wc * chg
+            _add(cycles, cycles_c, s, weighted * P[s, P_KC] / soh_int)
+        prev_i[s] = b
+        prev_v[s] = vb if v_ok else np.nan
+        if v_ok:
+            seen[s] = True
+
+        k = float(ts[i] // np.int64(P[s, P_INTERVAL]))
+        if last_slot[s] != k:  # the first sample of a slot (NaN: of the battery)
+            last_slot[s] = k
+            chg_ah = charge[s] + charge_c[s]
+            dis_ah = discharge[s] + discharge_c[s]
+            thr = chg_ah + dis_ah
+            if unsplit[s] != 0.0:
+                thr = unsplit[s] + thr
+            n0 = P[s, P_N0]
+            w = sdk.estimate(out, w, i, EQUIVALENT_CYCLES, n0 + (cycles[s] + cycles_c[s]), np.nan)
+            w = sdk.estimate(out, w, i, NOMINAL, n0 + thr / P[s, P_TWO_C], np.nan)
+            w = sdk.estimate(out, w, i, THROUGHPUT, thr, np.nan)
+            w = sdk.estimate(out, w, i, THROUGHPUT_CHARGE, chg_ah, np.nan)
+            w = sdk.estimate(out, w, i, THROUGHPUT_DISCHARGE, dis_ah, np.nan)
+            if seen[s]:
+                w = sdk.estimate(out, w, i, ENERGY_CHARGE, e_charge[s] + e_charge_c[s], np.nan)
+                w = sdk.estimate(
+                    out, w, i, ENERGY_DISCHARGE, e_discharge[s] + e_discharge_c[s], np.nan
+                )
+    return ts.size, w
 
 
-@register_model("eq_cycles")
-class EqCycles(Model):
-    """Equivalent full cycles, charge/discharge throughput and energy, gap-aware and
-    chunking-exact."""
+def _total(state: Mapping[str, Any], whole: str, frac: str) -> tuple[int, float]:
+    """A former femto-integer total: (femto units, value), the value as it was output."""
+    q = int(state.get(whole) or 0) * FEMTO + int(state.get(frac) or 0)
+    return q, q / FEMTO
 
-    def __init__(self, params: Mapping[str, Any], spec: BatterySpec) -> None:
+
+@sdk.register_model("eq_cycles")
+class EqCycles(sdk.KernelModel):
+    """Equivalent full cycles, charge/discharge throughput and energy, gap-aware."""
+
+    def __init__(self, params: Mapping[str, Any], spec: sdk.BatterySpec) -> None:
         super().__init__(params, spec)
-        p = self.params
         if not spec.capacity_ah > 0:
             raise ContractError(f"eq_cycles: battery capacity_ah {spec.capacity_ah!r} must be > 0")
-        self._interval_ms = max(1, round(p["estimate_interval_s"] * 1000.0))
-        self._n0 = float(p["initial_cycles"])
-        self._min_soh = float(p["min_soh_percent"])
-        self._mode = str(p["integration"])
-        self._dense_ms = round(float(p["dense_dt_s"]) * 1000.0)
-        self._deadband = float(p["current_deadband_a"])
+
+    def param_row(self) -> FloatArray:
+        p = self.params
         if p["efficiency_mode"] == "stored_charge":
-            self._w_charge = float(p["charge_efficiency"])
-            self._w_discharge = 1.0 / float(p["discharge_efficiency"])
+            w_charge, w_discharge = float(p["charge_efficiency"]), 1.0 / p["discharge_efficiency"]
         else:
-            self._w_charge = self._w_discharge = 1.0
-        # femto-cycles per (A ms x 100 / SOH_eff[%]):  A ms / 3.6e6 / (2 C) * 1e15
-        self._fc_per_ams = 1e15 / 3.6e6 / (2.0 * float(spec.capacity_ah)) * 100.0
-        self._two_c = 2.0 * float(spec.capacity_ah)
-
-    def initial_state(self) -> State:
-        st: State = {"version": STATE_VERSION, "prev_current": None, "prev_voltage": None}
-        st["soh"] = None
-        for whole, frac in _TOTALS.values():
-            st[whole] = st[frac] = 0
-        st.update(energy_seen=False, gaps=0, gap_ms=0, last_slot=None)
-        return st
-
-    def process(self, chunk: Chunk, state: State) -> tuple[list[Output], State]:
-        if state.get("version") == 1:
-            state = _upgrade(state)
-        if state.get("version") != STATE_VERSION:
-            raise ContractError(
-                f"eq_cycles: state version {state.get('version')!r} is not {STATE_VERSION}"
-            )
-        n = len(chunk)
-        if n == 0:
-            return [], dict(state)
-        prev_current: float | None = state["prev_current"]
-        prev_voltage: float | None = state["prev_voltage"]
-        carried_soh: float | None = state["soh"]
-        cur = chunk.current
-        if self._deadband > 0.0:  # |I| below it is sensor noise or offset, not throughput
-            cur = np.where(np.abs(cur) < self._deadband, 0.0, cur)
-        dt = chunk.dt_ms
-
-        # SOH per sample: reported value, else the last one reported (state), else 100
-        soh_in = chunk.soh
-        reported = np.isfinite(soh_in)
-        soh_before = 100.0 if carried_soh is None else float(carried_soh)
-        if reported.any():
-            last = np.maximum.accumulate(np.where(reported, np.arange(n), -1))
-            soh = np.where(last >= 0, soh_in[np.maximum(last, 0)], soh_before)
-            new_soh: float | None = float(soh[-1])
-        else:
-            soh = np.full(n, soh_before)
-            new_soh = carried_soh
-        eff = np.maximum(soh, self._min_soh)
-        eff_prev = np.empty(n)
-        eff_prev[0] = max(soh_before, self._min_soh)
-        eff_prev[1:] = eff[:-1]
-
-        # pack voltage per sample: measured, else the sum of the cells (all of them valid)
-        volt = chunk.voltage
-        if chunk.cells.shape[1] and not np.isfinite(volt).all():
-            volt = np.where(np.isfinite(volt), volt, chunk.cells.sum(axis=1))
-        v_ok = np.isfinite(volt)
-        vb = np.where(v_ok, np.maximum(volt, 0.0), 0.0)
-        va = np.empty(n)
-        va[0] = 0.0 if prev_voltage is None else prev_voltage
-        va[1:] = vb[:-1]
-        va_ok = np.empty(n, dtype=bool)
-        va_ok[0] = prev_voltage is not None
-        va_ok[1:] = v_ok[:-1]
-
-        # intervals: (previous sample, this sample); not integrated over gaps or before the first
-        a = np.empty(n)
-        a[0] = 0.0 if prev_current is None else prev_current
-        a[1:] = cur[:-1]
-        use = ~chunk.gap
-        if prev_current is None:
-            use[0] = False
-        dtf = np.where(use, dt, 0).astype(np.float64)
-        dis, chg, edis, echg = interval_parts(a, cur, va, vb, dtf, self._mode, dt <= self._dense_ms)
-        if self._w_charge == 1.0 and self._w_discharge == 1.0:
-            weighted = dis + chg
-        else:
-            weighted = self._w_discharge * dis + self._w_charge * chg
-        soh_int = (eff_prev + eff) * 0.5
-        q_dis = _quantise(dis * _FAH_PER_AMS)
-        q_chg = _quantise(chg * _FAH_PER_AMS)
-        e_ok = va_ok & v_ok
-        q_edis = _quantise(np.where(e_ok, edis, 0.0) * _FKWH_PER_WMS)
-        q_echg = _quantise(np.where(e_ok, echg, 0.0) * _FKWH_PER_WMS)
-        q = {
-            "throughput": q_dis + q_chg,  # the split sums exactly to the total
-            "charge": q_chg,
-            "discharge": q_dis,
-            "energy_charge": q_echg,
-            "energy_discharge": q_edis,
-            "cycles": _quantise(weighted * self._fc_per_ams / soh_int),
-        }
-
-        gap_rows = chunk.gap & (dt > 0)
-        n_gaps = int(np.count_nonzero(gap_rows))
-        gap_ms = int(dt[gap_rows].sum()) if n_gaps else 0
-
-        base = {k: int(state[w]) * FEMTO + int(state[f]) for k, (w, f) in _TOTALS.items()}
-        seen_before = bool(state["energy_seen"])
-        outputs: list[Output] = []
-        rows, new_slot = cadence_rows(chunk.ts, state["last_slot"], self._interval_ms)
-        if rows.size:
-            cum = {k: np.cumsum(v) for k, v in q.items()}
-            seen = np.logical_or.accumulate(v_ok) | seen_before
-            name = self.name
-            ts = chunk.ts
-            for r in rows.tolist():
-                t = int(ts[r])
-
-                def total(key: str, r: int = r) -> float:
-                    return (base[key] + int(cum[key][r])) / FEMTO
-
-                thr = total("throughput")
-                outputs += [
-                    Estimate(
-                        t, name, "equivalent_cycles", self._n0 + total("cycles"), "cycles", None
-                    ),
-                    Estimate(
-                        t,
-                        name,
-                        "equivalent_cycles_nominal",
-                        self._n0 + thr / self._two_c,
-                        "cycles",
-                        None,
-                    ),
-                    Estimate(t, name, "throughput_ah", thr, "Ah", None),
-                    Estimate(t, name, "throughput_charge_ah", total("charge"), "Ah", None),
-                    Estimate(t, name, "throughput_discharge_ah", total("discharge"), "Ah", None),
-                ]
-                if seen[r]:
-                    outputs += [
-                        Estimate(t, name, "energy_charge_kwh", total("energy_charge"), "kWh", None),
-                        Estimate(
-                            t, name, "energy_discharge_kwh", total("energy_discharge"), "kWh", None
-                        ),
-                    ]
-
-        new_state: State = {"version": STATE_VERSION, "prev_current": float(cur[-1])}
-        new_state["prev_voltage"] = float(vb[-1]) if v_ok[-1] else None
-        new_state["soh"] = new_soh
-        for key, (whole, frac) in _TOTALS.items():
-            w, fr = divmod(base[key] + int(q[key].sum()), FEMTO)
-            new_state[whole], new_state[frac] = int(w), int(fr)
-        new_state.update(
-            energy_seen=seen_before or bool(v_ok.any()),
-            gaps=int(state["gaps"]) + n_gaps,
-            gap_ms=int(state["gap_ms"]) + gap_ms,
-            last_slot=new_slot,
+            w_charge = w_discharge = 1.0
+        two_c = 2.0 * float(self.spec.capacity_ah)
+        return np.array(
+            [
+                max(1, round(p["estimate_interval_s"] * 1000.0)),
+                p["min_soh_percent"],
+                _MODES[p["integration"]],
+                round(float(p["dense_dt_s"]) * 1000.0),
+                p["current_deadband_a"],
+                w_charge,
+                w_discharge,
+                100.0 / AMS_PER_AH / two_c,
+                two_c,
+                p["initial_cycles"],
+            ],
+            dtype=np.float64,
         )
-        return outputs, new_state
+
+    def max_outputs_per_record(self, n_cells: int, n_temps: int) -> int:
+        return len(self.manifest.outputs)
+
+    def run(self, blk, params, state, out, start):  # type: ignore[no-untyped-def]
+        return _loop(  # type: ignore[no-any-return]
+            blk.slot,
+            blk.ts,
+            blk.dt_ms,
+            blk.gap,
+            blk.current,
+            blk.voltage,
+            blk.cells,
+            blk.soh,
+            blk.n_cells,
+            params,
+            state["prev_current"],
+            state["prev_voltage"],
+            state["soh"],
+            state["charge_ah"],
+            state["charge_ah_comp"],
+            state["discharge_ah"],
+            state["discharge_ah_comp"],
+            state["unsplit_ah"],
+            state["energy_charge_kwh"],
+            state["energy_charge_kwh_comp"],
+            state["energy_discharge_kwh"],
+            state["energy_discharge_kwh_comp"],
+            state["cycles"],
+            state["cycles_comp"],
+            state["energy_seen"],
+            state["gaps"],
+            state["gap_ms"],
+            state["last_slot"],
+            out,
+            start,
+        )
+
+    def migrate(self, state: State) -> State:
+        """A dict state of the former implementation (version 1 or 2) as version 3."""
+        version = state.get("version")
+        if version not in (1, 2):
+            return super().migrate(state)
+        thr_q, thr = _total(state, "throughput_ah", "throughput_fah")
+        e_chg = _total(state, "energy_charge_kwh", "energy_charge_fkwh")[1] if version == 2 else 0.0
+        e_dis = _total(state, "energy_discharge_kwh", "energy_discharge_fkwh")[1]
+        chg_q, chg = _total(state, "charge_ah", "charge_fah")
+        dis_q, dis = _total(state, "discharge_ah", "discharge_fah")
+        v2 = version == 2
+        return {
+            "version": self.state_spec.version,
+            "prev_current": state.get("prev_current"),
+            "prev_voltage": state.get("prev_voltage") if v2 else None,
+            "soh": state.get("soh"),
+            "charge_ah": chg if v2 else 0.0,
+            "discharge_ah": dis if v2 else 0.0,
+            # version 1 has no split: all of it; version 2: 0 (its split sums exactly)
+            "unsplit_ah": (thr_q - chg_q - dis_q) / FEMTO if v2 else thr,
+            "energy_charge_kwh": e_chg,
+            "energy_discharge_kwh": e_dis if v2 else 0.0,
+            "cycles": _total(state, "cycles", "cycles_fc")[1],
+            "energy_seen": bool(state.get("energy_seen", False)) if v2 else False,
+            "gaps": int(state.get("gaps") or 0),
+            "gap_ms": int(state.get("gap_ms") or 0),
+            "last_slot": state.get("last_slot"),
+        }

@@ -1,78 +1,314 @@
 """imbalance_analysis: cell voltage spread, SOC imbalance via the OCV curve, imbalance alert.
 
+Job
+---
+Watch the spread of a battery's cell voltages: alert when it stays too wide (naming the cell
+to blame) and report at an event-time cadence the spread, the relative spread and, after a
+long enough rest, the SOC imbalance the spread means on the chemistry's OCV curve.
+
 Algorithm
 ---------
-Per sample (vectorised over the chunk), over the finite cells (NaN = missing cell; a sample
-needs >= 2 finite cells, otherwise it has no spread):
+One compiled loop over the block's records (any number of batteries, interleaved); per record,
+over the battery's finite cells (NaN = missing cell; a record needs >= 2 finite cells,
+otherwise it has no spread):
 
 * spread ``dV = max - min`` cell voltage [V].
-* Alert ``cell_imbalance`` (pack-level, channels ``cell_imbalance:warning`` and
-  ``cell_imbalance:critical``): raise condition ``dV > spread_<level>_v``, clear condition
-  ``dV < spread_<level>_v - spread_hysteresis_v``, through `twin_stream.alerting.debounce`
-  (leaky counters in event time and samples: ``raise_debounce_s`` and ``raise_samples`` /
-  ``clear_debounce_s`` and ``clear_samples``). The spread is measured on every sample, under
-  load too (the alert is about the cells, whatever the cause: capacity, SOC or resistance
-  mismatch). ``cell`` = the culprit at the deciding sample: the finite cell furthest from
-  the median of the finite cells, high or low (ties: the lowest index), so a high cell or a
-  cell stuck high is named rather than a healthy low one; ``value`` = the spread there,
-  ``threshold`` = the level. ``cell`` is 0-based; the message says ``cell #25 (index 24)
-  at 3.781 V, 0.110 V below the median 3.891 V``.
-* Rest: a sample rests when ``|I| < rest_current_a``. The start of the current rest period
-  is kept in the state, so rest spans chunk boundaries; a gap (``chunk.gap``) or a sample
-  under load ends it (a rest period never spans a gap).
+* Alert ``cell_imbalance``, two debounce channels (warning, critical) per battery: raise
+  condition ``dV > spread_<level>_v``, clear condition ``dV < spread_<level>_v -
+  spread_hysteresis_v``, through `twin_stream.sdk.debounce_step` (leaky counters in event time
+  and samples: ``raise_debounce_s`` and ``raise_samples`` / ``clear_debounce_s`` and
+  ``clear_samples``; the interval of a record after a gap counts 0 ms). The spread is measured
+  on every record, under load too (the alert is about the cells, whatever the cause).
+  ``cell`` = the culprit at the deciding record: the finite cell furthest from the median of
+  the finite cells, high or low (ties: the lowest index; the median by an insertion sort of
+  the row's finite cells), so a high cell or a cell stuck high is named rather than a healthy
+  low one. A clear names the cell its raise named (state ``named``), so whoever pairs raise
+  and clear by (code, cell) closes the episode. ``value`` = the spread there, ``threshold`` =
+  the level. On one record clears come first (critical, then warning), then raises (warning,
+  then critical). The message says ``cell #25 (index 24) at 3.781 V, 0.110 V below the median
+  3.891 V``: the kernel writes the named cell's voltage and the median into the alert row's
+  CONF and AUX columns and `outputs` turns them into the message (the threshold follows from
+  the row's severity).
+* Rest: a record rests when ``|I| < rest_current_a``. The start of the current rest period is
+  kept in the state, so rest spans blocks; a gap or a record under load ends it.
 
-At the first sample of every ``estimate_interval_s`` slot of event time (`cadence_rows`):
+At the first record of every ``estimate_interval_s`` slot of event time (aligned to the epoch),
+when it has a spread:
 
 * ``voltage_spread`` [V], confidence null;
-* ``relative_spread_pct`` [%] = dV / mean finite cell voltage * 100, confidence null;
-* ``soc_imbalance`` [% SOC] = SOC(v_max) - SOC(v_min), the cells' voltages read as OCV on
-  the spec's chemistry curve (`OcvTable.soc_from_ocv`), only when the pack has rested for
-  at least ``min_rest_s``. Its confidence = slope factor x rest factor, in [0, 1]:
+* ``relative_spread_pct`` [%] = dV / mean finite cell voltage * 100 (mean > 0), confidence null;
+* ``soc_imbalance`` [% SOC] = SOC(v_max) - SOC(v_min), the cells' voltages read as OCV on the
+  spec's chemistry curve (linear interpolation, clamped at the table's ends; the table is
+  packed into the parameter row), only when the pack has rested for at least ``min_rest_s``.
+  Its confidence = slope factor x rest factor, in [0, 1]:
 
   - slope factor = min(1, s / ``slope_ref_mv_per_pct``), with s the smaller dOCV/dSOC
-    [mV per % SOC] at the two cells' SOCs (`OcvTable.slope_at_soc`): a voltage error e turns
+    [mV per % SOC] of the curve's segments at the two cells' SOCs: a voltage error e turns
     into an SOC error e / s at each end, so the flatter end rules. On the LFP plateau
     (0.3-0.5 mV/%) this is <= 0.1; in NMC's mid range (8-9 mV/%) it is 1.
-  - rest factor = min(1, t_rest / ``full_rest_s``): the cell voltage relaxes towards OCV
-    over tens of minutes to hours, so a reading after 10 min deserves less trust than after
-    1 h (reference/domain.md: full equilibrium takes 2-5 h; 1 h is the usual compromise).
+  - rest factor = min(1, t_rest / ``full_rest_s``): the cell voltage relaxes towards OCV over
+    tens of minutes to hours (reference/domain.md: full equilibrium takes 2-5 h; 1 h is the
+    usual compromise).
 
-State (JSON): ``{"version": 1, "channels": {key: [raise_ms, active, clear_ms, raise_n,
-clear_n, tally]},
-"last_slot": int | null, "rest_start": int | null}`` (rest_start = epoch ms of the first
-sample of the ongoing rest period, null when not resting).
+State: version 2, declared in model.json (``channels`` [warning, critical] x 7 integers,
+``named`` per level, ``last_slot``, ``rest_start`` epoch ms or null). `migrate` upgrades the
+former implementation's version 1 dict state (channels and named cells keyed by
+``cell_imbalance:<level>``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from twin_stream.alerting import cadence_rows, debounce
-from twin_stream.chunk import Chunk
-from twin_stream.sdk.contract import ContractError, Model, State, register_model
-from twin_stream.outputs import Alert, Estimate, Output
-from twin_stream.spec import BatterySpec
+from twin_stream import sdk
+from twin_stream.outputs import Alert, Output
+from twin_stream.sdk.contract import ContractError, State
+from twin_stream.sdk.emit import AUX, CODE, CONF, SEVERITY
 
 FloatArray = npt.NDArray[np.float64]
 
-STATE_VERSION = 1
-_SEVERITIES = ("warning", "critical")
-_KEYS = tuple(f"cell_imbalance:{sev}" for sev in _SEVERITIES)
+# output codes: their order in model.json
+CELL_IMBALANCE, VOLTAGE_SPREAD, RELATIVE_SPREAD, SOC_IMBALANCE = range(4)
+_LEVELS = ("warning", "critical")  # channel j has severity j + 1 (sdk.emit: 1 warning, 2 crit.)
+MAX_KNOTS = 256  # OCV table points the parameter row has room for
+# parameter row: the scalars, then the OCV table (soc knots, voltage knots, MAX_KNOTS each)
+(
+    P_WARN,
+    P_CRIT,
+    P_HYST,
+    P_RAISE_MS,
+    P_CLEAR_MS,
+    P_RAISE_N,
+    P_CLEAR_N,
+    P_INTERVAL,
+    P_REST_A,
+    P_MIN_REST,
+    P_FULL_REST,
+    P_SLOPE_REF,
+    P_KNOTS,
+    P_TABLE,
+) = range(14)
 
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000.0)
 
 
-@register_model("imbalance_analysis")
-class ImbalanceAnalysis(Model):
+@sdk.kernel
+def _median(row, n, buf):  # type: ignore[no-untyped-def]
+    """Median of the finite values of row[:n] (as np.median: the mean of the middle two for an
+    even count), sorted into `buf` by insertion; NaN if none is finite."""
+    m = 0
+    for j in range(n):
+        x = row[j]
+        if not np.isfinite(x):
+            continue
+        k = m
+        while k > 0 and buf[k - 1] > x:
+            buf[k] = buf[k - 1]
+            k -= 1
+        buf[k] = x
+        m += 1
+    if m == 0:
+        return np.nan
+    h = m // 2
+    if m % 2 == 1:
+        return buf[h]
+    return (buf[h - 1] + buf[h]) / 2.0
+
+
+@sdk.kernel
+def _culprit(row, n, buf):  # type: ignore[no-untyped-def]
+    """(index, median): the finite cell of row[:n] furthest from the median of the finite
+    cells, high or low; ties go to the lowest index."""
+    med = _median(row, n, buf)
+    best = -np.inf
+    idx = 0
+    for j in range(n):
+        x = row[j]
+        d = abs(x - med) if np.isfinite(x) else -1.0
+        if d > best:
+            best = d
+            idx = j
+    return idx, med
+
+
+def culprit(cells: FloatArray) -> tuple[int, float]:
+    """(index, median): the finite cell furthest from the median of the finite cells, high
+    or low; ties go to the lowest index. Needs at least one finite cell."""
+    row = np.ascontiguousarray(cells, dtype=np.float64)
+    idx, med = _culprit(row, row.size, np.empty(max(1, row.size)))
+    return int(idx), float(med)
+
+
+@sdk.kernel
+def _slope(P, s, n, soc):  # type: ignore[no-untyped-def]
+    """dOCV/dSOC [V per %] of the table's segment at `soc` (the end segments beyond it)."""
+    lo, hi = 0, n  # the number of knots <= soc (searchsorted side="right")
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if P[s, P_TABLE + mid] <= soc:
+            lo = mid + 1
+        else:
+            hi = mid
+    seg = min(max(lo - 1, 0), n - 2)
+    k, v = P_TABLE + seg, P_TABLE + MAX_KNOTS + seg
+    return (P[s, v + 1] - P[s, v]) / (P[s, k + 1] - P[s, k])
+
+
+@sdk.kernel
+def _event(out, w, i, j, raised, row, nc, buf, named, spread):  # type: ignore[no-untyped-def]
+    """The alert of level j at record i: a raise names the culprit (and remembers it), a clear
+    the cell its raise named. Row: AUX the median, CONF the named cell's voltage."""
+    idx, med = _culprit(row, nc, buf)
+    if raised:
+        named[j] = idx
+    else:
+        if named[j] >= 0:
+            idx = named[j]
+        named[j] = -1
+    return sdk.emit(
+        out, w, i, CELL_IMBALANCE, 1 if raised else 0, idx, spread, med, row[idx], j + 1
+    )
+
+
+@sdk.kernel
+def _loop(  # type: ignore[no-untyped-def]
+    slot,
+    ts,
+    dt_ms,
+    gap,
+    current,
+    cells,
+    n_cells,
+    P,
+    channels,
+    named,
+    last_slot,
+    rest_start,
+    out,
+    start,
+):
+    buf = np.empty(max(1, cells.shape[1]))
+    w = 0
+    for i in range(start, ts.size):
+        if not sdk.room(out, w, 5):
+            return i, w
+        s = slot[i]
+        nc = n_cells[s]
+        # rest: a run of resting records, broken by load or by a gap
+        resting = abs(current[i]) < P[s, P_REST_A]
+        rest_ms = 0.0
+        if resting:
+            if gap[i] or math.isnan(rest_start[s]):
+                rest_start[s] = float(ts[i])
+            rest_ms = float(ts[i]) - rest_start[s]
+        else:
+            rest_start[s] = np.nan
+
+        # spread over the finite cells (max/min skip NaN only, as np.fmax/np.fmin)
+        vmax, vmin = -np.inf, np.inf
+        seen = False
+        count = 0
+        total = 0.0
+        for j in range(nc):
+            x = cells[i, j]
+            if math.isnan(x):
+                continue
+            if not seen or x > vmax:
+                vmax = x
+            if not seen or x < vmin:
+                vmin = x
+            seen = True
+            if np.isfinite(x):
+                count += 1
+                total += x
+        spread = vmax - vmin if nc >= 2 and count >= 2 else np.nan
+
+        dt = 0 if gap[i] else dt_ms[i]
+        hyst = P[s, P_HYST]
+        raise_ms, clear_ms = int(P[s, P_RAISE_MS]), int(P[s, P_CLEAR_MS])
+        raise_n, clear_n = int(P[s, P_RAISE_N]), int(P[s, P_CLEAR_N])
+        warn, crit = P[s, P_WARN], P[s, P_CRIT]
+        ch = channels[s]
+        e0 = sdk.debounce_step(
+            ch[0],
+            dt,
+            spread > warn,
+            spread < warn - hyst,
+            False,
+            0,
+            raise_ms,
+            clear_ms,
+            raise_n,
+            clear_n,
+        )
+        e1 = sdk.debounce_step(
+            ch[1],
+            dt,
+            spread > crit,
+            spread < crit - hyst,
+            False,
+            0,
+            raise_ms,
+            clear_ms,
+            raise_n,
+            clear_n,
+        )
+        if e0 != sdk.NONE or e1 != sdk.NONE:
+            # clears by falling severity, then raises by rising severity
+            if e1 == sdk.CLEAR:
+                w = _event(out, w, i, 1, False, cells[i], nc, buf, named[s], spread)
+            if e0 == sdk.CLEAR:
+                w = _event(out, w, i, 0, False, cells[i], nc, buf, named[s], spread)
+            if e0 == sdk.RAISE:
+                w = _event(out, w, i, 0, True, cells[i], nc, buf, named[s], spread)
+            if e1 == sdk.RAISE:
+                w = _event(out, w, i, 1, True, cells[i], nc, buf, named[s], spread)
+
+        k = float(ts[i] // np.int64(P[s, P_INTERVAL]))
+        if last_slot[s] != k:  # the first record of a slot (NaN: of the battery)
+            last_slot[s] = k
+            if np.isfinite(spread):
+                w = sdk.estimate(out, w, i, VOLTAGE_SPREAD, spread, np.nan)
+                mean = total / count
+                if mean > 0.0:
+                    w = sdk.estimate(out, w, i, RELATIVE_SPREAD, spread * 100.0 / mean, np.nan)
+                if resting and rest_ms >= P[s, P_MIN_REST]:
+                    n = int(P[s, P_KNOTS])
+                    socs = P[s, P_TABLE : P_TABLE + n]
+                    volts = P[s, P_TABLE + MAX_KNOTS : P_TABLE + MAX_KNOTS + n]
+                    soc_hi = np.interp(vmax, volts, socs)
+                    soc_lo = np.interp(vmin, volts, socs)
+                    slope_mv = 1000.0 * min(_slope(P, s, n, soc_hi), _slope(P, s, n, soc_lo))
+                    slope_f = min(max(slope_mv / P[s, P_SLOPE_REF], 0.0), 1.0)
+                    rest_f = min(max(rest_ms / P[s, P_FULL_REST], 0.0), 1.0)
+                    w = sdk.emit(
+                        out,
+                        w,
+                        i,
+                        SOC_IMBALANCE,
+                        -1,
+                        -1,
+                        soc_hi - soc_lo,
+                        np.nan,
+                        slope_f * rest_f,
+                        -1,
+                    )
+    return ts.size, w
+
+
+@sdk.register_model("imbalance_analysis")
+class ImbalanceAnalysis(sdk.KernelModel):
     """Voltage spread, OCV-based SOC imbalance with confidence, and the imbalance alert."""
 
-    def __init__(self, params: Mapping[str, Any], spec: BatterySpec) -> None:
+    def __init__(self, params: Mapping[str, Any], spec: sdk.BatterySpec) -> None:
         super().__init__(params, spec)
         p = self.params
         warn, crit, hyst = p["spread_warning_v"], p["spread_critical_v"], p["spread_hysteresis_v"]
@@ -86,185 +322,105 @@ class ImbalanceAnalysis(Model):
                 f"imbalance_analysis.spread_hysteresis_v: {hyst!r} must be below "
                 f"spread_warning_v {warn!r}"
             )
-        self._levels = np.array([warn, crit], dtype=np.float64)
-        self._hyst = float(hyst)
-        self._raise_ms = _ms(p["raise_debounce_s"])
-        self._clear_ms = _ms(p["clear_debounce_s"])
-        self._raise_n = int(p["raise_samples"])
-        self._clear_n = int(p["clear_samples"])
-        self._interval_ms = max(1, _ms(p["estimate_interval_s"]))
-        self._rest_current = float(p["rest_current_a"])
-        self._min_rest_ms = _ms(p["min_rest_s"])
-        self._full_rest_ms = max(1, _ms(p["full_rest_s"]))
-        self._slope_ref = float(p["slope_ref_mv_per_pct"])
-
-    def initial_state(self) -> State:
-        return {
-            "version": STATE_VERSION,
-            "channels": {},
-            "last_slot": None,
-            "rest_start": None,
-            "named": {},
-        }
-
-    def process(self, chunk: Chunk, state: State) -> tuple[list[Output], State]:
-        if state.get("version") != STATE_VERSION:
+        if len(spec.chemistry.ocv.soc) > MAX_KNOTS:
             raise ContractError(
-                f"imbalance_analysis: state version {state.get('version')!r} is not {STATE_VERSION}"
+                f"imbalance_analysis: the OCV table of {spec.key!r} has "
+                f"{len(spec.chemistry.ocv.soc)} points, more than {MAX_KNOTS}"
             )
-        channels: dict[str, list[int]] = {k: list(v) for k, v in state["channels"].items()}
-        # the cell each raised level named: its clear names the same cell (an episode is one
-        # (code, cell) from raise to clear for whoever pairs them, e.g. the dashboard)
-        named: dict[str, int] = dict(state.get("named") or {})
-        last_slot: int | None = state["last_slot"]
-        carried_rest: int | None = state["rest_start"]
-        n = len(chunk)
-        if n == 0:
-            return [], {
-                "version": STATE_VERSION,
-                "channels": channels,
-                "last_slot": last_slot,
-                "rest_start": carried_rest,
-            }
-        ts = chunk.ts
-        cells = chunk.cells
+        self._levels = (float(warn), float(crit))
+        self._hyst = float(hyst)
 
-        # rest periods: a run of resting samples, broken by load or by a gap
-        resting = np.abs(chunk.current) < self._rest_current
-        prev_resting = np.empty(n, dtype=np.bool_)
-        prev_resting[0] = carried_rest is not None
-        prev_resting[1:] = resting[:-1]
-        new_run = resting & (chunk.gap | ~prev_resting)
-        last_new = np.maximum.accumulate(np.where(new_run, np.arange(n), -1))
-        carried = 0 if carried_rest is None else carried_rest
-        rest_start = np.where(last_new >= 0, ts[np.maximum(last_new, 0)], carried)
-        new_rest = int(rest_start[-1]) if resting[-1] else None
+    def param_row(self) -> FloatArray:
+        p = self.params
+        ocv = self.spec.chemistry.ocv
+        row = np.zeros(P_TABLE + 2 * MAX_KNOTS)
+        row[:P_TABLE] = [
+            p["spread_warning_v"],
+            p["spread_critical_v"],
+            p["spread_hysteresis_v"],
+            _ms(p["raise_debounce_s"]),
+            _ms(p["clear_debounce_s"]),
+            p["raise_samples"],
+            p["clear_samples"],
+            max(1, _ms(p["estimate_interval_s"])),
+            p["rest_current_a"],
+            _ms(p["min_rest_s"]),
+            max(1, _ms(p["full_rest_s"])),
+            p["slope_ref_mv_per_pct"],
+            len(ocv.soc),
+        ]
+        row[P_TABLE : P_TABLE + len(ocv.soc)] = ocv.soc
+        row[P_TABLE + MAX_KNOTS : P_TABLE + MAX_KNOTS + len(ocv.voltage)] = ocv.voltage
+        return row
 
-        # spread on every sample (NaN where fewer than two finite cells)
-        outputs: list[tuple[tuple[int, ...], Output]] = []
-        finite = np.isfinite(cells)
-        count = finite.sum(axis=1)
-        if cells.shape[1] >= 2:
-            vmax = np.fmax.reduce(cells, axis=1)
-            vmin = np.fmin.reduce(cells, axis=1)
-            spread = np.where(count >= 2, vmax - vmin, np.nan)
-        else:
-            vmax = vmin = spread = np.full(n, np.nan)
+    def max_outputs_per_record(self, n_cells: int, n_temps: int) -> int:
+        return 5
 
-        if channels or bool((spread > self._levels[0]).any()):
-            raise_m = spread[:, None] > self._levels[None, :]
-            clear_m = spread[:, None] < (self._levels - self._hyst)[None, :]
-            events = debounce(
-                chunk.integrable_dt_ms,
-                raise_m,
-                clear_m,
-                _KEYS,
-                channels,
-                self._raise_ms,
-                self._clear_ms,
-                self._raise_n,
-                self._clear_n,
-            )
-            for row, j, raised, _ in events:
-                # same sample: raises by rising severity, clears by falling severity
-                key = (row, 0, 1 if raised else 0, j if raised else -j)
-                alert = self._alert(chunk, row, j, raised, spread, named.pop(_KEYS[j], None))
-                if raised and alert.cell is not None:
-                    named[_KEYS[j]] = alert.cell
-                outputs.append((key, alert))
-
-        rows, new_slot = cadence_rows(ts, last_slot, self._interval_ms)
-        rows = rows[np.isfinite(spread[rows])]
-        if rows.size:
-            sel_spread = spread[rows]
-            mean = np.where(finite[rows], cells[rows], 0.0).sum(axis=1) / count[rows]
-            rel = np.divide(
-                sel_spread * 100.0, mean, out=np.full_like(mean, np.nan), where=mean > 0.0
-            ).tolist()
-            spread_list = sel_spread.tolist()
-            rest_ms = ts[rows] - rest_start[rows]
-            at_rest = resting[rows] & (rest_ms >= self._min_rest_ms)
-            soc_val: list[float] = []
-            conf: list[float] = []
-            if at_rest.any():
-                ocv = self.spec.chemistry.ocv
-                soc_hi = ocv.soc_from_ocv(vmax[rows])
-                soc_lo = ocv.soc_from_ocv(vmin[rows])
-                slope_mv = 1000.0 * np.minimum(ocv.slope_at_soc(soc_hi), ocv.slope_at_soc(soc_lo))
-                slope_f = np.clip(slope_mv / self._slope_ref, 0.0, 1.0)
-                rest_f = np.clip(rest_ms / self._full_rest_ms, 0.0, 1.0)
-                soc_val = (soc_hi - soc_lo).tolist()
-                conf = (slope_f * rest_f).tolist()
-            name = self.name
-            for i, r in enumerate(rows.tolist()):
-                t = int(ts[r])
-                dv = spread_list[i]
-                outputs.append(((r, 1, 0), Estimate(t, name, "voltage_spread", dv, "V", None)))
-                if rel[i] == rel[i]:  # not NaN (mean cell voltage > 0)
-                    outputs.append(
-                        ((r, 1, 1), Estimate(t, name, "relative_spread_pct", rel[i], "%", None))
-                    )
-                if at_rest[i]:
-                    outputs.append(
-                        ((r, 1, 2), Estimate(t, name, "soc_imbalance", soc_val[i], "%", conf[i]))
-                    )
-
-        outputs.sort(key=lambda item: item[0])
-        new_state: State = {
-            "version": STATE_VERSION,
-            "channels": channels,
-            "last_slot": new_slot,
-            "rest_start": new_rest,
-            "named": named,
-        }
-        return [out for _, out in outputs], new_state
-
-    def _alert(
-        self,
-        chunk: Chunk,
-        row: int,
-        level: int,
-        raised: bool,
-        spread: FloatArray,
-        cell: int | None = None,
-    ) -> Alert:
-        """The alert at `row`; it names the culprit now, or `cell` (the raise's, on a clear)."""
-        cells = chunk.cells[row]
-        idx, median = culprit(cells)
-        if cell is not None and not raised:
-            idx = cell
-        v = float(cells[idx])
-        off = v - median
-        where = f"{'above' if off >= 0 else 'below'} the median {median:.3f} V"
-        who = f"cell #{idx + 1} (index {idx}) at {v:.3f} V, {abs(off):.3f} V {where}"
-        value = float(spread[row])
-        threshold = float(self._levels[level])
-        sev = _SEVERITIES[level]
-        if raised:
-            message = f"cell spread {value:.3f} V above the {sev} limit {threshold:g} V: {who}"
-        else:
-            message = (
-                f"cell spread back at {value:.3f} V, below the {sev} limit {threshold:g} V minus "
-                f"hysteresis {self._hyst:g} V ({who}): cleared"
-            )
-        return Alert(
-            ts=int(chunk.ts[row]),
-            model=self.name,
-            code="cell_imbalance",
-            severity=sev,
-            status="raised" if raised else "cleared",
-            cell=idx,
-            value=value,
-            threshold=threshold,
-            unit="V",
-            message=message,
+    def run(self, blk, params, state, out, start):  # type: ignore[no-untyped-def]
+        return _loop(  # type: ignore[no-any-return]
+            blk.slot,
+            blk.ts,
+            blk.dt_ms,
+            blk.gap,
+            blk.current,
+            blk.cells,
+            blk.n_cells,
+            params,
+            state["channels"],
+            state["named"],
+            state["last_slot"],
+            state["rest_start"],
+            out,
+            start,
         )
 
+    def outputs(self, rows: FloatArray, ts: npt.NDArray[np.int64]) -> list[Output]:
+        """As the base class; alert rows carry the named cell's voltage (CONF) and the median
+        (AUX) for the message, the threshold follows from the level (SEVERITY)."""
+        is_alert = rows[:, CODE] == CELL_IMBALANCE
+        if not is_alert.any():
+            return super().outputs(rows, ts)
+        fixed = rows.copy()
+        level = rows[is_alert, SEVERITY].astype(np.int64) - 1
+        fixed[is_alert, AUX] = np.asarray(self._levels)[level]
+        fixed[is_alert, CONF] = np.nan
+        res = super().outputs(fixed, ts)
+        for k in np.flatnonzero(is_alert).tolist():
+            a = res[k]
+            assert isinstance(a, Alert)
+            msg = self._message(a, float(rows[k, CONF]), float(rows[k, AUX]))
+            res[k] = dataclasses.replace(a, message=msg)
+        return res
 
-def culprit(cells: FloatArray) -> tuple[int, float]:
-    """(index, median): the finite cell furthest from the median of the finite cells, high
-    or low; ties go to the lowest index. Needs at least one finite cell."""
-    finite = np.isfinite(cells)
-    median = float(np.median(cells[finite]))
-    dist = np.where(finite, np.abs(cells - median), -1.0)
-    return int(np.argmax(dist)), median
+    def _message(self, a: Alert, v: float, median: float) -> str:
+        off = v - median
+        where = f"{'above' if off >= 0 else 'below'} the median {median:.3f} V"
+        who = f"cell #{(a.cell or 0) + 1} (index {a.cell}) at {v:.3f} V, {abs(off):.3f} V {where}"
+        if a.status == "raised":
+            return (
+                f"cell spread {a.value:.3f} V above the {a.severity} limit {a.threshold:g} V: {who}"
+            )
+        return (
+            f"cell spread back at {a.value:.3f} V, below the {a.severity} limit {a.threshold:g} V "
+            f"minus hysteresis {self._hyst:g} V ({who}): cleared"
+        )
+
+    def migrate(self, state: State) -> State:
+        """The former implementation's version 1 dict state as version 2."""
+        if state.get("version") != 1:
+            return super().migrate(state)
+        old_channels: Mapping[str, Any] = state.get("channels") or {}
+        old_named: Mapping[str, Any] = state.get("named") or {}
+        channels, named = [], []
+        for level in _LEVELS:
+            ch = [int(x) for x in old_channels.get(f"cell_imbalance:{level}", ())][:6]
+            channels.append(ch + [0] * (sdk.CHANNEL - len(ch)))
+            cell = old_named.get(f"cell_imbalance:{level}")
+            named.append(-1 if cell is None else int(cell))
+        return {
+            "version": self.state_spec.version,
+            "channels": channels,
+            "named": named,
+            "last_slot": state.get("last_slot"),
+            "rest_start": state.get("rest_start"),
+        }

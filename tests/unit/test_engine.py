@@ -161,7 +161,7 @@ def test_sparse_source_with_jitter_is_judged_by_its_own_interval() -> None:
     assert [e for e in out["estimates"] if e["name"] == "data_gap"] == [] and eng.metrics.gaps == 0
     # every interval integrated (trapezoid): the model's total equals the hand-summed one
     eq = out["states"]["b1"]["models"]["eq_cycles"]
-    got = eq["throughput_ah"] + eq["throughput_fah"] / 1e15
+    got = eq["charge_ah"] + eq["charge_ah_comp"] + eq["discharge_ah"] + eq["discharge_ah_comp"]
     i = [r["current"] for r in recs]
     want = sum((a + b) / 2 * d for a, b, d in zip(i, i[1:], dts, strict=False)) / 3.6e6
     assert got == pytest.approx(want, rel=1e-12) and eq["gaps"] == 0

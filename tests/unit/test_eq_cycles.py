@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from models.eq_cycles.model import EqCycles
 from twin_stream.chemistry import get_chemistry
 from twin_stream.chunk import build_chunk
-from twin_stream.sdk.contract import ContractError
 from twin_stream.outputs import Estimate
+from twin_stream.sdk.contract import ContractError
 from twin_stream.spec import BatterySpec
 
 SPEC = BatterySpec(
@@ -65,15 +65,17 @@ def run(m, ts, current, soh=None, cuts=(), roundtrip=False, voltage=None, cells=
 
 
 def cycles_of(state) -> float:
-    return (state["cycles"] * 10**15 + state["cycles_fc"]) / 10**15
+    return state["cycles"] + state["cycles_comp"]
 
 
 def ah_of(state, key: str = "throughput") -> float:
-    return (state[f"{key}_ah"] * 10**15 + state[f"{key}_fah"]) / 10**15
+    if key == "throughput":
+        return state["unsplit_ah"] + (ah_of(state, "charge") + ah_of(state, "discharge"))
+    return state[f"{key}_ah"] + state[f"{key}_ah_comp"]
 
 
 def kwh_of(state, key: str) -> float:
-    return (state[f"{key}_kwh"] * 10**15 + state[f"{key}_fkwh"]) / 10**15
+    return state[f"{key}_kwh"] + state[f"{key}_kwh_comp"]
 
 
 def last(outs, name: str) -> Estimate:
@@ -158,13 +160,13 @@ def test_split_sums_exactly_to_the_total_and_nominal_cycles() -> None:
     for params in ({}, {"dense_dt_s": 0.0}, {"integration": "hold"}, {"soh": 1}):
         soh = np.full(ts.size, 80.0) if params.pop("soh", None) else None
         outs, state = run(make(**params), ts, i, soh=soh, cuts=(17, 999))
-        total = state["throughput_ah"] * 10**15 + state["throughput_fah"]
-        parts = sum(state[f"{k}_ah"] * 10**15 + state[f"{k}_fah"] for k in ("charge", "discharge"))
-        assert total == parts and total > 0
+        # the state keeps the parts only (nothing counted before the split): the total is
+        # their sum, on every row exactly
+        assert state["unsplit_ah"] == 0.0 and ah_of(state) > 0
         for r in [o.ts for o in outs if o.name == "throughput_ah"]:
             got = {o.name: o.value for o in outs if o.ts == r}
-            assert got["throughput_ah"] == pytest.approx(
-                got["throughput_charge_ah"] + got["throughput_discharge_ah"], rel=1e-15, abs=1e-12
+            assert (
+                got["throughput_ah"] == got["throughput_charge_ah"] + got["throughput_discharge_ah"]
             )
             # nominal cycles: throughput / (2 x 100 Ah), whatever SOH says
             assert got["equivalent_cycles_nominal"] == pytest.approx(
@@ -213,29 +215,77 @@ def test_energy_of_a_dense_sign_change_is_the_exact_product_integral() -> None:
 
 def test_version_1_state_is_upgraded() -> None:
     ts = seconds(3601)
-    _, st2 = run(make(), ts[:10], np.full(10, 36.0))
+    # a version 1 state (throughput and cycles only, femto-integer) after 9 s at 36 A:
+    # 324 A s = 0.09 Ah = 0.00045 cycles
     v1 = {
-        k: st2[k]
-        for k in (
-            "prev_current",
-            "soh",
-            "throughput_ah",
-            "throughput_fah",
-            "cycles",
-            "cycles_fc",
-            "gaps",
-            "gap_ms",
-            "last_slot",
-        )
+        "version": 1,
+        "prev_current": 36.0,
+        "soh": None,
+        "throughput_ah": 0,
+        "throughput_fah": 90_000_000_000_000,
+        "cycles": 0,
+        "cycles_fc": 450_000_000_000,
+        "gaps": 0,
+        "gap_ms": 0,
+        "last_slot": int(ts[9]) // 60_000,
     }
-    v1["version"] = 1
     m = make()
     c = build_chunk(
         "b", ts[10:], np.full(ts.size - 10, 36.0), prev_ts=int(ts[9]), max_gap_ms=MAX_GAP_MS
     )
     _, up = m.process(c, v1)
-    assert up["version"] == 2 and abs(ah_of(up) - 36.0) < 1e-9  # the total carries on
+    assert up["version"] == 3 and abs(ah_of(up) - 36.0) < 1e-9  # the total carries on
     assert abs(ah_of(up, "discharge") - 36.0 * 3591 / 3600) < 1e-9  # the split since then
+    assert abs(cycles_of(up) - 36.0 / 200.0) < 1e-12
+
+
+def test_version_2_state_carries_every_total() -> None:
+    # a version 2 state of the former femto-integer implementation, mid-way
+    ts = seconds(20)
+    v2 = {
+        "version": 2,
+        "prev_current": -12.0,
+        "prev_voltage": 401.5,
+        "soh": 91.0,
+        "throughput_ah": 12,
+        "throughput_fah": 750_000_000_000_000,
+        "charge_ah": 4,
+        "charge_fah": 250_000_000_000_000,
+        "discharge_ah": 8,
+        "discharge_fah": 500_000_000_000_000,
+        "energy_charge_kwh": 1,
+        "energy_charge_fkwh": 700_000_000_000_000,
+        "energy_discharge_kwh": 3,
+        "energy_discharge_fkwh": 400_000_000_000_001,
+        "cycles": 0,
+        "cycles_fc": 70_054_945_054_945,
+        "energy_seen": True,
+        "gaps": 2,
+        "gap_ms": 123_456,
+        "last_slot": int(ts[0]) // 60_000,
+    }
+    m = make()
+    state = m.migrate(v2)
+    assert state["version"] == 3 and state["unsplit_ah"] == 0.0
+    assert (state["charge_ah"], state["discharge_ah"]) == (4.25, 8.5)
+    assert state["energy_discharge_kwh"] == 3.400000000000001
+    assert (state["gaps"], state["gap_ms"], state["energy_seen"]) == (2, 123_456, True)
+    # processing from it: the previous sample's current and voltage close the first interval
+    c = build_chunk(
+        "b",
+        ts,
+        np.full(ts.size, -12.0),
+        prev_ts=int(ts[0]) - 1000,
+        max_gap_ms=MAX_GAP_MS,
+        voltage=np.full(ts.size, 401.5),
+    )
+    outs, up = m.process(c, v2)
+    assert up["version"] == 3
+    assert ah_of(up, "charge") == pytest.approx(4.25 + 12.0 * 20 / 3600, rel=1e-15)
+    assert kwh_of(up, "energy_charge") == pytest.approx(1.7 + 12.0 * 401.5 * 20 / 3.6e6, rel=1e-15)
+    assert cycles_of(up) == pytest.approx(0.070054945054945 + 12.0 * 20 / 3600 / 200 / 0.91)
+    assert [o.name for o in outs] == []  # same slot as the state's last sample: no estimate
+    assert (up["gaps"], up["gap_ms"], up["soh"]) == (2, 123_456, 91.0)
 
 
 def test_first_interval_of_every_chunk_is_kept() -> None:
@@ -465,3 +515,45 @@ def test_deadband_drops_a_parked_offset_and_keeps_real_current() -> None:
     assert ah_of(off) == pytest.approx((0.3 * 3600 + step + 20.0 * 3599) / 3600, abs=1e-9)
     # with the deadband the parked hour adds nothing; the step integrates from 0 A
     assert ah_of(band) == pytest.approx(20.0 + (10.0 - 20.0) / 3600, abs=1e-9)
+
+
+def test_contract_with_several_batteries_interleaved() -> None:
+    """check_model: chunking, JSON round trip and interleaving in one block, on batteries
+    with and without pack voltage, cells standing in for it, SOH and a gap."""
+    from twin_stream.sdk.testing import check_model
+
+    ts, cur, soh, volt = profile()
+    n = 1500
+    rng = np.random.default_rng(5)
+    chunks = [
+        build_chunk("a", ts[:n], cur[:n], prev_ts=None, max_gap_ms=MAX_GAP_MS, soh=soh[:n]),
+        build_chunk(
+            "b",
+            ts[n : 2 * n],
+            cur[n : 2 * n],
+            prev_ts=None,
+            max_gap_ms=MAX_GAP_MS,
+            voltage=volt[n : 2 * n],
+        ),
+        build_chunk(
+            "c",
+            seconds(900),
+            rng.normal(0.0, 30.0, 900),
+            prev_ts=None,
+            max_gap_ms=MAX_GAP_MS,
+            cells=3.7 + rng.normal(0.0, 0.01, (900, 12)),
+        ),
+        build_chunk(
+            "d",
+            np.r_[seconds(300), seconds(300, start_s=400)],
+            rng.normal(5.0, 20.0, 600),
+            prev_ts=None,
+            max_gap_ms=MAX_GAP_MS,
+        ),
+    ]
+    for params in (
+        {},
+        {"efficiency_mode": "stored_charge", "integration": "hold"},
+        {"integration": "interval_average", "current_deadband_a": 2.0},
+    ):
+        check_model(make(estimate_interval_s=7.0, **params), chunks)

@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 
 from twin_stream.chemistry import get_chemistry
 from twin_stream.chunk import Chunk, build_chunk
-from twin_stream.sdk.contract import ContractError
 from twin_stream.outputs import Alert, Estimate
 from twin_stream.registry import discover_models
+from twin_stream.sdk.contract import ContractError
 from twin_stream.spec import BatterySpec
 
 T0 = 60_000 * 28_333_334  # aligned to a 60 s slot
@@ -161,7 +161,8 @@ def test_cell_imbalance_raise_and_clear_with_hysteresis():
     assert a[0].value == pytest.approx(0.12, abs=1e-9) and a[0].threshold == 0.10
     assert a[1].value == pytest.approx(0.07, abs=1e-9)
     assert a[0].code == "cell_imbalance" and a[0].unit == "V"
-    assert state["channels"] == {}
+    assert state["channels"] == [[0] * 7, [0] * 7]  # both levels idle
+    assert state["named"] == [-1, -1]  # the clear forgot the raise's cell
 
 
 def test_cell_imbalance_critical_escalation_and_clear_order():
@@ -256,7 +257,7 @@ def test_state_not_mutated():
     cells = np.full((40, 2), 3.6)
     cells[:, 0] = 3.4
     _, state = run(model, make_chunk(cells))
-    assert state["channels"]
+    assert any(any(ch) for ch in state["channels"])  # a channel in play
     frozen = copy.deepcopy(state)
     ts = T0 + 1000 * np.arange(40, 80)
     model.process(make_chunk(np.full((40, 2), 3.6), ts=ts, prev_ts=T0 + 39_000), state)
@@ -340,3 +341,51 @@ def test_the_clear_names_the_cell_its_raise_named():
     got = [(a.status, a.cell) for a in alerts(out) if a.code == "cell_imbalance"]
     assert got == [("raised", 2), ("cleared", 2)]
     assert "cell #3 (index 2)" in alerts(out)[-1].message
+
+
+def test_contract_with_batteries_of_different_cell_counts():
+    """check_model: chunking, JSON round trip and interleaving in one block of batteries with
+    5, 2, 12 and 1 cells (the last never has a spread), alerts and rest included."""
+    from twin_stream.sdk.testing import check_model
+
+    rng = np.random.default_rng(4)
+    seq = imbalance_sequence()
+    n = 700
+    cells12 = 3.65 + rng.normal(0.0, 0.004, (n, 12))
+    cells12[200:500, 7] += 0.35  # critical, high cell
+    cells12[::17, 3] = np.nan
+    two = np.tile([3.30, 3.31], (n, 1))
+    two[100:400, 1] = 3.45
+    chunks = [
+        seq,
+        make_chunk(two, current=np.where(np.arange(n) < 50, 20.0, 0.0)),
+        make_chunk(cells12, current=rng.normal(0.0, 1.0, n)),
+        make_chunk(np.full((n, 1), 3.7)),
+    ]
+    check_model(make_model("NMC", **PARAMS), chunks)
+    check_model(make_model("LFP", estimate_interval_s=1.0, raise_samples=1), chunks)
+
+
+def test_version_1_state_is_migrated():
+    # the former implementation's state: a warning raised on cell 2, a critical channel filling
+    v1 = {
+        "version": 1,
+        "channels": {
+            "cell_imbalance:warning": [0, 1, 5000, 0, 2, 0],
+            "cell_imbalance:critical": [12000, 0, 0, 2],
+        },
+        "last_slot": T0 // 60_000,
+        "rest_start": T0 - 5000,
+        "named": {"cell_imbalance:warning": 2},
+    }
+    model = make_model("NMC")
+    state = model.migrate(v1)
+    assert state["channels"] == [[0, 1, 5000, 0, 2, 0, 0], [12000, 0, 0, 2, 0, 0, 0]]
+    assert state["named"] == [2, -1]
+    # the warning clears after 55 s more of a small spread (60 s, 3 samples): at the 55th
+    # sample (row 54, 1 s after the state's last), naming cell 2
+    cells = np.tile([3.70, 3.69, 3.70, 3.70], (100, 1))
+    out, new = model.process(make_chunk(cells, prev_ts=T0 - 1000), v1)
+    got = [((a.ts - T0) // 1000, a.status, a.cell) for a in alerts(out)]
+    assert got == [(54, "cleared", 2)]
+    assert new["version"] == 2 and new["named"] == [-1, -1] and new["rest_start"] == T0 - 5000

@@ -101,10 +101,18 @@ def single_battery_block(
         np.ascontiguousarray(gap, dtype=np.bool_),
         np.ascontiguousarray(current, dtype=np.float64),
         np.ascontiguousarray(voltage, dtype=np.float64),
-        np.ascontiguousarray(cells, dtype=np.float64).reshape(n, -1),
-        np.ascontiguousarray(temps, dtype=np.float64).reshape(n, -1),
+        _matrix(cells, n),
+        _matrix(temps, n),
         np.ascontiguousarray(soc, dtype=np.float64),
         np.ascontiguousarray(soh, dtype=np.float64),
         np.array([cells.shape[1] if cells.ndim == 2 else 0], dtype=np.int64),
         np.array([temps.shape[1] if temps.ndim == 2 else 0], dtype=np.int64),
     )
+
+
+def _matrix(x: FloatArray, n: int) -> FloatArray:
+    """(n, width) float64, also for n = 0 (where reshape(n, -1) cannot infer the width)."""
+    a = np.ascontiguousarray(x, dtype=np.float64)
+    if a.ndim == 2:
+        return a
+    return a.reshape(n, -1) if n else a.reshape(0, 0)
