@@ -585,7 +585,7 @@ def check(
     stage = cached_stage(lim, float(capacity_ah))
     current = dict(stage.checked_state(state))
     n, k = chunk.cells.shape
-    if n == 0:
+    if n == 0 or k == 0:  # nothing to judge: the state as it was (its runs, counters)
         return chunk, [], current, 0
     blk = sdk.single_battery_block(
         chunk.ts,

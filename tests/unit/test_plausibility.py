@@ -320,3 +320,11 @@ def test_many_batteries_interleaved_in_one_block_get_what_each_gets_alone(seed: 
 def test_the_stage_holds_the_kernel_model_contract() -> None:
     chunks, stages = _fleet(7)
     check_model(stages[1], [c for c in chunks if c.cells.shape[1] > 0])
+
+
+def test_a_chunk_without_cell_readings_keeps_the_state() -> None:
+    cells = np.full((10, 3), 3.7)
+    cells[4:, 1] = 6.5
+    _, _, state, _ = check(chunk(cells), initial_state(), LIM, 100.0)
+    _, alerts, after, removed = check(chunk(np.empty((5, 0))), state, LIM, 100.0)
+    assert (alerts, removed, after) == ([], 0, state)
