@@ -155,7 +155,7 @@ class StateArrays:
                     )
                     a = self.arrays[name]
                 a[slot] = self._init(f)
-                if arr.size:  # [] of a ["cells", 6] field: no cells yet
+                if arr.size:  # [] of a ["cells", 7] field is shape (0,), not (0, 7)
                     a[slot][: arr.shape[0]] = arr
             else:
                 a[slot] = arr
