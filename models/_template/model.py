@@ -15,7 +15,7 @@ OVER_CURRENT, PEAK_CURRENT = 0, 1  # output codes: their order in model.json
 
 
 @sdk.kernel
-def _loop(slot, ts, dt_ms, current, P, peak, islot, channel, out, start):  # type: ignore[no-untyped-def]
+def _loop(slot, ts, dt_ms, gap, current, P, peak, islot, channel, out, start):  # type: ignore[no-untyped-def]
     n = start
     w = 0
     for i in range(start, ts.size):
@@ -30,8 +30,9 @@ def _loop(slot, ts, dt_ms, current, P, peak, islot, channel, out, start):  # typ
             peak[s] = 0.0
         islot[s] = k
         peak[s] = max(peak[s], a)
+        dt = 0 if gap[i] else dt_ms[i]  # the time of a gap is not time over the limit
         ev = sdk.debounce_step(
-            channel[s], dt_ms[i], a > limit, a <= limit, False, 0, raise_ms, 0, 1, 1
+            channel[s], dt, a > limit, a <= limit, False, 0, raise_ms, 0, 1, 1
         )
         if ev != sdk.NONE:
             w = sdk.alert(out, w, i, OVER_CURRENT, ev == sdk.RAISE, -1, a, limit, -1)
@@ -50,6 +51,7 @@ class TemplateModel(sdk.KernelModel):
             blk.slot,
             blk.ts,
             blk.dt_ms,
+            blk.gap,
             blk.current,
             params,
             state["peak"],

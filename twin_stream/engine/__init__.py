@@ -34,13 +34,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from twin_stream import plausibility
 from twin_stream.codec import DeadLetter, Row, dead_letter, iso_ms, output_record
 from twin_stream.engine import admit as adm
 from twin_stream.engine.metrics import BlockResult, Metrics, Result
 from twin_stream.engine.slots import COUNTERS, SlotArrays
-from twin_stream.engine.stages import Stage, chunk_of, segments, stage_for
+from twin_stream.engine.stages import KernelStage, Stage, segments, stage_for
 from twin_stream.outputs import Alert, Estimate, Output
+from twin_stream.plausibility import Plausibility
 from twin_stream.records import Records
 from twin_stream.registry import discover_models
 from twin_stream.sdk.block import Block
@@ -103,7 +103,7 @@ class Engine:
         self.specs: list[BatterySpec] = []
         self.a = SlotArrays()
         self.buffers: list[list[list[Any]]] = []  # reorder buffers (allowed lateness > 0)
-        self.plaus_states: list[State | None] = []
+        self.plaus = KernelStage(Plausibility) if self.plausibility else None
 
     # -- slots -----------------------------------------------------------------------------
     def slot(self, battery_id: str) -> int:
@@ -119,7 +119,9 @@ class Engine:
         self.slot_of[battery_id] = s
         self.specs.append(spec)
         self.buffers.append([])
-        self.plaus_states.append(None)
+        if self.plaus is not None:
+            self.plaus.bind(s, Plausibility.for_spec(spec))
+            self.plaus.ensure(s + 1, 0, 0)
         self.a.sign[s] = self.settings.current_sign_for(battery_id)
         models = self._models_for(battery_id, spec)
         for stage, model in zip(self.stages, models, strict=True):
@@ -177,7 +179,8 @@ class Engine:
         for stage in self.stages:
             stage.reset(s)
         self.buffers[s] = []
-        self.plaus_states[s] = None
+        if self.plaus is not None:
+            self.plaus.reset(s)
         if not state:
             self.a.reset(s)
             return s
@@ -213,9 +216,11 @@ class Engine:
         self.a.counters[s] = [int(counters.get(k, 0)) for k in COUNTERS]
         self.a.versions[s] = int(state.get("version", 0))
         self.buffers[s] = buffer
-        self.plaus_states[s] = state.get("plausibility")
         models = state.get("models", {})
         cells, temps = max(0, nc or 0), max(0, nt or 0)
+        if self.plaus is not None and state.get("plausibility"):
+            self.plaus.ensure(s + 1, cells, temps)
+            self.plaus.load(s, state["plausibility"])
         for stage in self.stages:
             stage.ensure(s + 1, cells, temps)
             if stage.name in models:
@@ -251,8 +256,8 @@ class Engine:
             "models": {st.name: st.dump(s, max(nc, 0), max(nt, 0)) for st in self.stages},
             "counters": dict(zip(COUNTERS, self.a.counters[s].tolist(), strict=True)),
         }
-        if self.plaus_states[s] is not None:
-            st["plausibility"] = self.plaus_states[s]
+        if self.plaus is not None:
+            st["plausibility"] = self.plaus.dump(s, max(nc, 0), max(nt, 0))
         return st
 
     def _future_limit(self) -> int:
@@ -312,7 +317,7 @@ class Engine:
     def _snapshot(self, slots: IntArray) -> dict[str, Any]:
         snap: dict[str, Any] = {"slots": self.a.snapshot(slots)}
         snap["buffers"] = [list(self.buffers[s]) for s in slots.tolist()]
-        snap["plaus"] = [self.plaus_states[s] for s in slots.tolist()]
+        snap["plaus"] = self.plaus.snapshot(slots) if self.plaus is not None else None
         snap["stages"] = [stage.snapshot(slots) for stage in self.stages]
         return snap
 
@@ -320,7 +325,8 @@ class Engine:
         self.a.restore(slots, snap["slots"])
         for k, s in enumerate(slots.tolist()):
             self.buffers[s] = snap["buffers"][k]
-            self.plaus_states[s] = snap["plaus"][k]
+        if self.plaus is not None:
+            self.plaus.restore(slots, snap["plaus"])
         for stage, st in zip(self.stages, snap["stages"], strict=True):
             stage.restore(slots, st)
 
@@ -527,24 +533,19 @@ class Engine:
         self.metrics.processed += len(blk)
 
     def _plausibility(self, blk: Block, outs: list[tuple[int, int, int, Output]]) -> Block:
-        cells = blk.cells.copy()
-        before = int(np.count_nonzero(np.isfinite(cells)))
-        for s, idx in segments(blk.slot):
-            spec = self.specs[s]
-            chunk = chunk_of(blk, idx, self.ids[s])
-            new, faults, self.plaus_states[s], _ = plausibility.check(
-                chunk,
-                self.plaus_states[s] or plausibility.initial_state(),
-                plausibility.limits_for(spec.chemistry.name),
-                spec.capacity_ah,
-            )
-            nc = chunk.cells.shape[1]
-            if nc:
-                cells[idx, :nc] = new.cells
-            pos = {int(t): int(i) for t, i in zip(chunk.ts.tolist(), idx.tolist(), strict=True)}
-            outs += [(pos[a.ts], _PLAUS_STAGE, q, a) for q, a in enumerate(faults)]
-        self.metrics.implausible += before - int(np.count_nonzero(np.isfinite(cells)))
-        return blk.with_cells(cells)
+        """Sensor facts out before the models see battery facts: implausible cell readings
+        become NaN in the block the models get, and raise `sensor_fault`."""
+        assert self.plaus is not None
+        self.plaus.ensure(len(self.ids), blk.cells.shape[1], blk.temps.shape[1])
+        masked = blk.with_cells(np.array(blk.cells, dtype=np.float64, order="C", copy=True))
+        outs += [
+            (i, _PLAUS_STAGE, q, a) for q, (i, a) in enumerate(self.plaus.run(masked, self.ids))
+        ]
+        removed = int(np.count_nonzero(np.isnan(masked.cells))) - int(
+            np.count_nonzero(np.isnan(blk.cells))
+        )
+        self.metrics.implausible += removed
+        return masked if removed else blk
 
     def _emit(self, blk: Block, outs: list[tuple[int, int, int, Output]], res: BlockResult) -> None:
         if not outs:

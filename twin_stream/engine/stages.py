@@ -61,6 +61,7 @@ class KernelStage:
     """A kernel model over all batteries: one parameter row and one state row per slot."""
 
     def __init__(self, cls: type[KernelModel]) -> None:
+        # `cls` may be an unregistered kernel (the plausibility stage)
         self.cls = cls
         self.name = cls.name
         self.state = StateArrays(cls.state_spec)
