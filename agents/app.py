@@ -65,12 +65,12 @@ from agents.health import (
     readiness,
 )
 from agents.stale import StaleTracker, stale_alert
-from twin_stream.chunk import group_by
 from twin_stream.codec import DeadLetter, Decoder, Row, dead_letter
+from twin_stream.config.settings import Settings
 from twin_stream.engine import Engine
 from twin_stream.kafka_io import client_options
 from twin_stream.records import Records
-from twin_stream.settings import Settings
+from twin_stream.sdk.chunk import group_by
 
 log = logging.getLogger("twin_stream.agents")
 
@@ -97,7 +97,7 @@ class TwinApp:
     unkeyed: int = 0  # records whose battery_id is not their message key (dead letters)
     misrouted: int = 0  # records on another partition than their key's murmur2 hash
     rerouted: int = 0  # ... of which re-sent to the right partition (worker.misrouted)
-    log_suppressed: Any = None  # the rate-limit log filter (twin_stream.logs), if installed
+    log_suppressed: Any = None  # the rate-limit log filter (twin_stream.config.logs), if installed
     started: float = field(default_factory=time.monotonic)
     chunks: int = 0  # chunks processed, and the input events they held
     chunk_events: int = 0
@@ -757,7 +757,7 @@ def run_worker(
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
             super().on_setup_root_logger(logger, level)
             if w.log_rate_limit_s > 0:  # an outage logged ~230 lines/s of reconnect errors
-                from twin_stream.logs import install_rate_limit
+                from twin_stream.config.logs import install_rate_limit
 
                 twin.log_suppressed = install_rate_limit(w.log_rate_limit_s)
 

@@ -1,7 +1,7 @@
 """Decode-only throughput: records/s of the columnar decoders against pandas on the same file,
 measured in one run.
 
-The file: simulated 96-cell telemetry (`twin_stream.simulate`, 8 temperatures), written as
+The file: simulated 96-cell telemetry (`twin_stream.devtools.simulate`, 8 temperatures), written as
 JSON Lines and as Parquet. Rows measured:
   jsonl  RecordReader.records(arrow_json=True) (Arrow JSON bulk + vectorised validation)
   jsonl  RecordReader.records (default: the simdjson path + Records.from_rows)
@@ -28,9 +28,9 @@ from pathlib import Path
 import pandas as pd
 
 from twin_stream.codec import DeadLetter, Decoder, Row
+from twin_stream.devtools.simulate import SimConfig, simulate, write_records
 from twin_stream.io import RecordReader
 from twin_stream.records import Records
-from twin_stream.simulate import SimConfig, simulate, write_records
 
 BLOCK = 20_000
 

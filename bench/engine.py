@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from twin_stream.config.settings import Settings
+from twin_stream.devtools.simulate import SimConfig, simulate, write_records
 from twin_stream.replay import replay
-from twin_stream.settings import Settings
-from twin_stream.simulate import SimConfig, simulate, write_records
 
 
 def make(path: Path, batteries: int, records: int, cells: int) -> int:

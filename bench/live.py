@@ -39,8 +39,8 @@ from typing import Any
 
 import orjson
 
-from twin_stream.settings import Settings
-from twin_stream.simulate import SimConfig, simulate, write_records
+from twin_stream.config.settings import Settings
+from twin_stream.devtools.simulate import SimConfig, simulate, write_records
 
 
 def fleet_file(path: Path, batteries: int, duration_s: float) -> tuple[Path, int]:
@@ -125,7 +125,7 @@ def env_for(bootstrap: str, tag: str, extra: dict[str, str] | None = None) -> di
 
 
 def settings_of(env: dict[str, str]) -> Settings:
-    from twin_stream.settings import load_settings
+    from twin_stream.config.settings import load_settings
 
     return load_settings(environ={k: v for k, v in env.items() if k.startswith("TWIN_")})
 
@@ -397,7 +397,7 @@ def main() -> None:
     own = None
     bootstrap = args.bootstrap
     if bootstrap is None:
-        from twin_stream.broker import up
+        from twin_stream.devtools.broker import up
 
         own = tmp / "broker"
         bootstrap = up(data_dir=own / "data", run_dir=own).bootstrap
@@ -446,7 +446,7 @@ def main() -> None:
                 print("no alert arrived: see the worker logs in", tmp)
     finally:
         if own is not None:
-            from twin_stream.broker import down
+            from twin_stream.devtools.broker import down
 
             down(run_dir=own)
 

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from twin_stream.chemistry import get_chemistry
+from twin_stream.battery.chemistry import get_chemistry
+from twin_stream.config.settings import Settings
+from twin_stream.devtools.simulate import SimConfig, simulate, write_records
 from twin_stream.replay import replay
-from twin_stream.settings import Settings
-from twin_stream.simulate import SimConfig, simulate, write_records
 
 
 def seed_models(df: pd.DataFrame, capacity_ah: float) -> dict[str, float]:

@@ -3,7 +3,7 @@
     .venv/bin/python bench/screenshots.py                     # starts/reuses the local broker
     .venv/bin/python bench/screenshots.py --bootstrap 127.0.0.1:9092 --out out/screenshots
 
-Starts what it needs: the project's local Kafka broker (``twin_stream.broker``; one already
+Starts what it needs: the project's local Kafka broker (``twin_stream.devtools.broker``; one already
 running is reused and left alone, one it started is stopped), a worker and a
 ``twin-stream dashboard`` (subprocesses, topics unique to the run and deleted afterwards),
 then publishes a simulated fleet with faults (an over-voltage cell, an under-voltage cell, a
@@ -163,14 +163,14 @@ def main() -> int:
     ap.add_argument("--speed", type=float, default=60.0)
     a = ap.parse_args()
 
-    from twin_stream.simulate import FaultSpec, SimConfig, simulate, write_records
+    from twin_stream.devtools.simulate import FaultSpec, SimConfig, simulate, write_records
 
     a.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="twin-shots-"))
     started_broker = False
     bootstrap = a.bootstrap
     if bootstrap is None:
-        from twin_stream.broker import ping, status, up
+        from twin_stream.devtools.broker import ping, status, up
 
         before = status()
         info = up()
@@ -270,7 +270,7 @@ def main() -> int:
         stop(worker)
         asyncio.run(delete_topics(bootstrap, prefix))
         if started_broker:
-            from twin_stream.broker import down
+            from twin_stream.devtools.broker import down
 
             down()
     print(f"logs in {work}")

@@ -27,7 +27,7 @@ SEVERITY_COLOURS = {"info": "tab:blue", "warning": "tab:orange", "critical": "ta
 
 def simulated_fleet() -> pd.DataFrame:
     """A small fleet with an over-voltage cell, as a DataFrame (one row per sample)."""
-    from twin_stream.simulate import FaultSpec, SimConfig, simulate
+    from twin_stream.devtools.simulate import FaultSpec, SimConfig, simulate
 
     cfg = SimConfig(
         batteries=4, cells=24, temperatures=4, duration_s=3600, seed=1,

@@ -3,7 +3,7 @@ replay, simulator, CLI, local broker). Battery science lives in `models/`.
 
 In a notebook: ``twin_stream.run_twin(df_or_path, settings)`` runs the twin on a pandas
 DataFrame or a recorded file and returns DataFrames of alerts, estimates and dead letters,
-the final state and the summary (`twin_stream.notebook`; imported on first use, so
+the final state and the summary (`twin_stream.replay.notebook`; imported on first use, so
 ``import twin_stream`` stays light).
 """
 
@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from twin_stream.notebook import TwinResult, run_twin
+    from twin_stream.replay.notebook import TwinResult, run_twin
 
 __version__ = "0.1.0"
 
-_LAZY = {"run_twin": "twin_stream.notebook", "TwinResult": "twin_stream.notebook"}
+_LAZY = {"run_twin": "twin_stream.replay.notebook", "TwinResult": "twin_stream.replay.notebook"}
 
 __all__ = ["TwinResult", "__version__", "run_twin"]
 

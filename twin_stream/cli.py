@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from twin_stream.settings import Settings, SettingsError, load_settings
+from twin_stream.config.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from twin_stream.kafka_io import PublishStats
@@ -149,10 +149,10 @@ def simulate(
     ] = None,
 ) -> None:
     """Write synthetic fleet telemetry, with the truth beside it (<out>.truth.json)."""
-    from twin_stream.chemistry import ChemistryError, get_chemistry
+    from twin_stream.battery.chemistry import ChemistryError, get_chemistry
+    from twin_stream.devtools.simulate import FaultSpec, SimConfig, write_records
+    from twin_stream.devtools.simulate import simulate as run
     from twin_stream.io import InputError, file_format
-    from twin_stream.simulate import FaultSpec, SimConfig, write_records
-    from twin_stream.simulate import simulate as run
 
     try:
         file_format(out_file)
@@ -199,7 +199,7 @@ def models(ctx: typer.Context) -> None:
     """List the models and their manifests."""
     if ctx.invoked_subcommand is not None:
         return
-    from twin_stream.registry import discover_models
+    from twin_stream.sdk.registry import discover_models
 
     for name, cls in discover_models().items():
         m = cls.manifest
@@ -331,7 +331,7 @@ def state_show(
     file: StateFileOpt = None,
 ) -> None:
     """Print the battery's stored state as JSON (live: the last changelog record)."""
-    from twin_stream import state_tool as st
+    from twin_stream.replay import state_tool as st
 
     cfg = _settings(settings)
     try:
@@ -363,7 +363,7 @@ def state_reset(
 ) -> None:
     """Repair a battery's state, e.g. after a far-future timestamp made its frontier useless.
     Live: stop the workers first; the next worker to take the battery loads the repair."""
-    from twin_stream import state_tool as st
+    from twin_stream.replay import state_tool as st
 
     if frontier == everything:
         fail("say what to reset: --frontier or --all")
@@ -533,7 +533,7 @@ def demo(
 ) -> None:
     """All of it at once: a broker, topics, a worker, a simulated fleet with faults, and live
     alerts and estimates; stops on Ctrl-C or after --duration."""
-    from twin_stream.demo import run_demo
+    from twin_stream.devtools.demo import run_demo
 
     cfg = _settings(settings)
     code = run_demo(
@@ -595,7 +595,7 @@ def broker_up(
     data_dir: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
     """Fetch (cached) and start a local Kafka on 127.0.0.1; prints its bootstrap address."""
-    from twin_stream.broker import BrokerError, up
+    from twin_stream.devtools.broker import BrokerError, up
 
     try:
         with err.status("starting the local Kafka broker"):
@@ -608,7 +608,7 @@ def broker_up(
 @broker_app.command("down")
 def broker_down() -> None:
     """Stop the local Kafka broker."""
-    from twin_stream.broker import down
+    from twin_stream.devtools.broker import down
 
     out.print("stopped" if down() else "no broker was running")
 
@@ -616,7 +616,7 @@ def broker_down() -> None:
 @broker_app.command("status")
 def broker_status() -> None:
     """Is the local broker running and answering?"""
-    from twin_stream.broker import ping, status
+    from twin_stream.devtools.broker import ping, status
 
     info = status()
     if info is None or not ping(info.bootstrap):

@@ -31,6 +31,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import msgspec
@@ -40,11 +41,11 @@ import orjson
 from pydantic import ValidationError
 
 from schemas.telemetry import LIMITS, VALID_RANGES, Telemetry, parse_rfc3339_ms
-from twin_stream.outputs import Alert, Estimate, Output
+from twin_stream.sdk.outputs import Alert, Estimate, Output
 
 if TYPE_CHECKING:
+    from twin_stream.config.settings import Settings
     from twin_stream.records import Records
-    from twin_stream.settings import Settings
 
 NAN = math.nan
 FloatArray = npt.NDArray[np.float64]
@@ -165,6 +166,9 @@ def _finish(w: _Wire, raw: Any, source: str, markers: Markers) -> Row | None:
         except ValueError:
             return None
         if not _TS_MIN <= ts <= _TS_MAX:
+            return None
+    for x in (w.voltage, w.soc, w.soh):  # NaN/inf is malformed (the schema), not out of range
+        if x is not None and not math.isfinite(x):
             return None
     volt, d_v = degrade_scalar(w.voltage, "voltage", markers)
     soc, d_soc = degrade_scalar(w.soc, "soc", markers)
@@ -436,8 +440,12 @@ class Decoder:
 
 def iso_ms(ts_ms: int) -> str:
     """RFC 3339 UTC with milliseconds: 2026-01-01T00:00:00.000Z."""
-    dt = datetime.fromtimestamp(ts_ms // 1000, tz=UTC)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{ts_ms % 1000:03d}Z"
+    return f"{_iso_second(ts_ms // 1000)}.{ts_ms % 1000:03d}Z"
+
+
+@lru_cache(maxsize=8192)
+def _iso_second(s: int) -> str:  # outputs of a block share few seconds: formatted once each
+    return f"{datetime.fromtimestamp(s, tz=UTC):%Y-%m-%dT%H:%M:%S}"
 
 
 def output_record(battery_id: str, out: Output) -> dict[str, Any]:

@@ -32,9 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from twin_stream.chemistry import get_chemistry
-from twin_stream.oracle import evaluate as ev
-from twin_stream.oracle.fixture import Fixture, FixtureSpec, cache_root, generate, import_pybamm
+from twin_stream.battery.chemistry import get_chemistry
+from twin_stream.devtools.oracle import evaluate as ev
+from twin_stream.devtools.oracle.fixture import (
+    Fixture,
+    FixtureSpec,
+    cache_root,
+    generate,
+    import_pybamm,
+)
 
 CHEMS = ("NMC", "LFP")
 

@@ -4,10 +4,11 @@
     python bench/field/run.py --quick              # one seed, fewer rates (< 60 s)
     python bench/field/run.py --out /tmp/field     # another folder
 
-For every `twin_stream.fieldsim` preset (and a throughput sweep over sampling rates, plus two
+For every `twin_stream.devtools.fieldsim` preset (and a throughput sweep over sampling rates,
+plus two
 bench-only variants: an LFP bus at 0.1 Hz in the cold, and a high cell for the imbalance
 culprit) it generates the telemetry with its truth, runs the twin on it in-process
-(`twin_stream.notebook.run_twin`, the engine and decoder of `twin-stream replay`, with the
+(`twin_stream.replay.notebook.run_twin`, the engine and decoder of `twin-stream replay`, with the
 scenario's `twin_settings()`: chemistry, capacity and string, every other setting at its
 default) and compares with the truth:
 
@@ -38,9 +39,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from twin_stream import fieldsim as fs
-from twin_stream.chemistry import get_chemistry
-from twin_stream.notebook import TwinResult, run_twin
+from twin_stream.battery.chemistry import get_chemistry
+from twin_stream.devtools import fieldsim as fs
+from twin_stream.replay.notebook import TwinResult, run_twin
 
 THROUGHPUT_BOUND_PCT = 0.5  # issue 10 item 9: at every sampling rate, jitter included
 CALIB_1SIGMA = 0.68  # issue 10 item 5
@@ -936,7 +937,8 @@ def write_report(
         "",
         "Twin: `settings/twin-settings.json` defaults plus each scenario's `twin_settings()`",
         "(`fleet.defaults`: chemistry, capacity_ah, cells_in_series). Telemetry:",
-        "`twin_stream.fieldsim` presets, seed 0; throughput sweep on `sparse_regen`'s duty",
+        "`twin_stream.devtools.fieldsim` presets, seed 0; throughput sweep on "
+        "`sparse_regen`'s duty",
         f"(105 min: drives with regen and rests) at {rate_txt} and 1/min +/-3 s, seeds {seeds}.",
         "",
         "| scenario | description | sampling | records | run [s] |",

@@ -31,9 +31,7 @@ def _loop(slot, ts, dt_ms, gap, current, P, peak, islot, channel, out, start):  
         islot[s] = k
         peak[s] = max(peak[s], a)
         dt = 0 if gap[i] else dt_ms[i]  # the time of a gap is not time over the limit
-        ev = sdk.debounce_step(
-            channel[s], dt, a > limit, a <= limit, False, 0, raise_ms, 0, 1, 1
-        )
+        ev = sdk.debounce_step(channel[s], dt, a > limit, a <= limit, False, 0, raise_ms, 0, 1, 1)
         if ev != sdk.NONE:
             w = sdk.alert(out, w, i, OVER_CURRENT, ev == sdk.RAISE, -1, a, limit, -1)
         n = i + 1

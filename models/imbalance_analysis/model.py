@@ -67,9 +67,9 @@ import numpy as np
 import numpy.typing as npt
 
 from twin_stream import sdk
-from twin_stream.outputs import Alert, Output
 from twin_stream.sdk.contract import ContractError, State
 from twin_stream.sdk.emit import AUX, CODE, CONF, SEVERITY
+from twin_stream.sdk.outputs import Alert, Output
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -77,9 +77,9 @@ import numpy as np
 import numpy.typing as npt
 
 from twin_stream import sdk
-from twin_stream.chemistry import ChemistryError, Relaxation, builtin_chemistries
-from twin_stream.outputs import Alert, Output
+from twin_stream.battery.chemistry import ChemistryError, Relaxation, builtin_chemistries
 from twin_stream.sdk.emit import AUX, CODE, CONF, ROW, VALUE
+from twin_stream.sdk.outputs import Alert, Output
 
 FloatArray = npt.NDArray[np.float64]
 

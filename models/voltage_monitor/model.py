@@ -6,7 +6,7 @@ Limits are data: the levels (warning, critical, ...) and hysteresis of `cell_vol
 `temperature`, `charge_temperature`, `pack_current` and `charge_current` come from the battery
 spec's chemistry (`spec.limits`), never from this code. Each (code, level, cell or sensor)
 is one alert channel with a stable key such as ``"cell_over_voltage:critical:17"``; every
-channel goes through `twin_stream.alerting.debounce`, the platform's one leaky-counter
+channel goes through `twin_stream.sdk.alerting.debounce`, the platform's one leaky-counter
 debounce (foxBMS-style up/down counters in event time AND in samples, integers):
 
 * raise condition of an over-limit channel: ``value > limit``; clear condition:
@@ -85,12 +85,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from twin_stream.alerting import Event, cadence_rows, debounce
-from twin_stream.chemistry import LimitLevel, LimitSet
-from twin_stream.chunk import Chunk
+from twin_stream.battery.chemistry import LimitLevel, LimitSet
+from twin_stream.battery.spec import BatterySpec
+from twin_stream.sdk.alerting import Event, cadence_rows, debounce
+from twin_stream.sdk.chunk import Chunk
 from twin_stream.sdk.contract import ContractError, Model, State, register_model
-from twin_stream.outputs import SEVERITIES, Alert, Estimate, Output
-from twin_stream.spec import BatterySpec
+from twin_stream.sdk.outputs import SEVERITIES, Alert, Estimate, Output
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from twin_stream import fieldsim as fs
-from twin_stream.notebook import run_twin
+from twin_stream.devtools import fieldsim as fs
+from twin_stream.replay.notebook import run_twin
 
 
 def _twin(scenario: fs.Scenario, tmp_path: Path, which: str = "records"):

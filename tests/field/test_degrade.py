@@ -6,8 +6,8 @@ alerted; a BMS that reports soh 0 (not computed yet) lost every record too."""
 
 from __future__ import annotations
 
-from twin_stream.fieldsim import preset
-from twin_stream.notebook import run_twin
+from twin_stream.devtools.fieldsim import preset
+from twin_stream.replay.notebook import run_twin
 
 
 def test_an_always_invalid_channel_hides_neither_the_record_nor_a_real_over_voltage() -> None:

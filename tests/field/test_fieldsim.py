@@ -1,4 +1,4 @@
-"""The field-telemetry truth generator (twin_stream.fieldsim): exact fine-step throughput,
+"""The field-telemetry truth generator (twin_stream.devtools.fieldsim): exact fine-step throughput,
 RC relaxation to OCV, LFP hysteresis branches, sampling jitter, quantisation, injected sensor
 faults only where they were asked for, and determinism by seed."""
 
@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from schemas.telemetry import Telemetry
-from twin_stream import fieldsim as fs
-from twin_stream.chemistry import get_chemistry
+from twin_stream.battery.chemistry import get_chemistry
+from twin_stream.devtools import fieldsim as fs
 
 QUIET = fs.Sensors(
     v_noise_v=0.0, pack_v_noise_v=0.0, i_noise_a=0.0, t_noise_c=0.0, soc_noise_pct=0.0

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from bench.field.run import run_case, soc_figures, throughput_error, throughput_ok, ts_ms
-from twin_stream import fieldsim as fs
+from twin_stream.devtools import fieldsim as fs
 
 
 def _estimates(rows: list[tuple[int, str, float]]) -> pd.DataFrame:

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from twin_stream.fieldsim import FieldRun, preset
-from twin_stream.notebook import TwinResult, run_twin
+from twin_stream.devtools.fieldsim import FieldRun, preset
+from twin_stream.replay.notebook import TwinResult, run_twin
 
 TRUTH_OF = {"soc_ocv": "mean", "soc_min": "min", "soc_max": "max"}
 

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twin_stream import fieldsim as fs
-from twin_stream.notebook import run_twin
+from twin_stream.devtools import fieldsim as fs
+from twin_stream.replay.notebook import run_twin
 
 BOUND = 0.005
 

@@ -3,11 +3,11 @@
 ``kafka_bootstrap`` (session scope) is the broker's ``host:port``:
 
 * ``TWIN_TEST_BOOTSTRAP`` set (``scripts/test`` does this after
-  ``python -m twin_stream.broker up``) -> that broker is used as is and left running;
-* otherwise a private broker is started with :func:`twin_stream.broker.up` on a fresh
+  ``python -m twin_stream.devtools.broker up``) -> that broker is used as is and left running;
+* otherwise a private broker is started with :func:`twin_stream.devtools.broker.up` on a fresh
   temp data dir, a free port and its own run dir (so a developer's broker from
   ``~/.cache/twin-stream/broker-run`` is never reused or stopped), and stopped with
-  :func:`twin_stream.broker.down` at the end of the session.
+  :func:`twin_stream.devtools.broker.down` at the end of the session.
 
 Every test collected from this folder is marked ``integration``
 (``pytest -m "not integration"`` skips them).
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from twin_stream.broker import down, up
+from twin_stream.devtools.broker import down, up
 
 _HERE = Path(__file__).resolve().parent
 

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from twin_stream.settings import Settings, load_settings
+from twin_stream.config.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -502,7 +502,7 @@ def final_estimates(records: Iterable[Mapping[str, Any]], name: str) -> dict[str
 def simulate_file(
     path: Path, *, batteries: int, cells: int, duration_s: float, **faults: int
 ) -> Path:
-    from twin_stream.simulate import FaultSpec, SimConfig, simulate, write_records
+    from twin_stream.devtools.simulate import FaultSpec, SimConfig, simulate, write_records
 
     sim = simulate(
         SimConfig(

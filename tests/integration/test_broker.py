@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 
-from twin_stream.broker import down, status, up
+from twin_stream.devtools.broker import down, status, up
 
 PARTITIONS = 3
 TIMEOUT_S = 60.0

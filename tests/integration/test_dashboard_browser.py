@@ -136,8 +136,8 @@ def _driver() -> Any:
 def _fleet(tmp: Path, settings: Any) -> tuple[list[dict[str, Any]], int, dict[str, Any]]:
     """Records (publish order), the index of the record that raises the first
     cell_over_voltage alert, and that alert (from a replay of the same records)."""
+    from twin_stream.devtools.simulate import FaultSpec, SimConfig, simulate, write_records
     from twin_stream.replay import replay
-    from twin_stream.simulate import FaultSpec, SimConfig, simulate, write_records
 
     now_s = int(time.time())
     sim = simulate(

@@ -19,8 +19,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 RUN = """
 import sys
 from rich.console import Console
-from twin_stream.demo import run_demo
-from twin_stream.settings import load_settings
+from twin_stream.devtools.demo import run_demo
+from twin_stream.config.settings import load_settings
 
 sys.exit(run_demo(
     load_settings(None),

@@ -23,7 +23,7 @@ from live_helpers import (
     wait_for,
 )
 
-from twin_stream.broker import down, status, up
+from twin_stream.devtools.broker import down, status, up
 
 
 def live_status(port: int) -> int:

@@ -30,8 +30,8 @@ from live_helpers import (
     wait_for,
 )
 
-from twin_stream.broker import BrokerInfo, down, up
-from twin_stream.broker.node import BrokerSecurity
+from twin_stream.devtools.broker import BrokerInfo, down, up
+from twin_stream.devtools.broker.node import BrokerSecurity
 
 USER = "alice"
 PASSWORD = "alice-Pw-3141"

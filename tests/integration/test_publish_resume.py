@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from twin_stream.cli import app
+from twin_stream.config.settings import load_settings
+from twin_stream.devtools.simulate import SimConfig, simulate, write_records
 from twin_stream.kafka_io import record
-from twin_stream.settings import load_settings
-from twin_stream.simulate import SimConfig, simulate, write_records
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from twin_stream.oracle import evaluate as ev
-from twin_stream.oracle.fixture import Fixture, FixtureSpec, generate
+from twin_stream.devtools.oracle import evaluate as ev
+from twin_stream.devtools.oracle.fixture import Fixture, FixtureSpec, generate
 
 SPECS = {
     (chem, duty): FixtureSpec(chemistry=chem, duty=duty, n_cells=8)

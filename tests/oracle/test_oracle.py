@@ -17,8 +17,8 @@ import pytest
 
 pytest.importorskip("pybamm", reason="PyBaMM oracle needs the extra: pip install -e '.[oracle]'")
 
-from twin_stream.oracle import evaluate as ev
-from twin_stream.oracle.duty import build_profile
+from twin_stream.devtools.oracle import evaluate as ev
+from twin_stream.devtools.oracle.duty import build_profile
 
 CHEMS = ["NMC", "LFP"]
 
@@ -101,7 +101,7 @@ def test_clean_run_gives_no_alert(oracle_run, chem):
 def test_ocv_tables_agree_with_pybamm_at_their_knots(oracle_run, chem):
     """Item 4: the shipped tables (reference/domain.md) are PyBaMM's OCV to the printed mV."""
     run = oracle_run(chem)
-    from twin_stream.chemistry import get_chemistry
+    from twin_stream.battery.chemistry import get_chemistry
 
     table = get_chemistry(chem).ocv
     truth = run.fixture.truth
@@ -148,7 +148,7 @@ def test_cycles_check_catches_a_wrong_capacity(oracle_run, tmp_path):
 def test_soc_check_catches_a_shifted_ocv_table(oracle_run, tmp_path):
     run = oracle_run("NMC")
     fx = run.fixture
-    from twin_stream.chemistry import get_chemistry
+    from twin_stream.battery.chemistry import get_chemistry
 
     t = get_chemistry("NMC").ocv
     shifted = {"soc": list(t.soc), "voltage": [v + 0.025 for v in t.voltage]}  # 25 mV off

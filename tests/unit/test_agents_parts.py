@@ -72,7 +72,7 @@ def test_build_app_leaves_faust_consumer_and_transactions_to_the_worker() -> Non
     time anything asks, e.g. when its consumer is created: done in `build_app`, before the
     worker runs, it cached False and the app silently ran without transactions."""
     from agents.app import build_app
-    from twin_stream.settings import load_settings
+    from twin_stream.config.settings import load_settings
 
     s = load_settings(
         environ={

@@ -1,4 +1,4 @@
-"""twin_stream.alerting.debounce: the leaky counters in time and samples, hold, tally, and
+"""twin_stream.sdk.alerting.debounce: the leaky counters in time and samples, hold, tally, and
 chunking invariance, with hand-worked sequences (dt is the interval before each row)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twin_stream.alerting import Event, debounce
+from twin_stream.sdk.alerting import Event, debounce
 
 
 def col(bits: str) -> np.ndarray:

@@ -7,8 +7,8 @@ import orjson
 import pytest
 
 from twin_stream.codec import Decoder
+from twin_stream.config.settings import Settings, SettingsError, load_settings
 from twin_stream.engine import Engine
-from twin_stream.settings import Settings, SettingsError, load_settings
 
 T0 = 1_767_225_600_000
 

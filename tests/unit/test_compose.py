@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 import yaml
 
+from twin_stream.config.settings import Settings, load_settings
 from twin_stream.engine import Engine
-from twin_stream.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -369,7 +369,7 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
         "pyproject.toml",
         "README.md",
         "twin_stream/cli.py",
-        "twin_stream/data/chemistries/nmc.json",
+        "twin_stream/battery/chemistries/nmc.json",
         "models/eq_cycles/model.json",
         "agents/app.py",
         "schemas/limits.json",

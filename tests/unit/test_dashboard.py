@@ -9,9 +9,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from twin_stream.config.settings import Settings
 from twin_stream.dashboard.consumer import Feed
 from twin_stream.dashboard.server import SEEN_COOKIE, Client, Hub, make_app
-from twin_stream.settings import Settings
 from twin_stream.view.fleet import FleetView
 
 

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twin_stream.codec import Decoder, Row
+from twin_stream.config.settings import Settings, load_settings
+from twin_stream.devtools.simulate import FaultSpec, SimConfig, simulate
 from twin_stream.engine import Engine
-from twin_stream.settings import Settings, load_settings
-from twin_stream.simulate import FaultSpec, SimConfig, simulate
 
 
 def cfg(**engine: float) -> Settings:
@@ -190,7 +190,7 @@ def test_a_real_hole_in_a_sparse_source_is_still_a_gap() -> None:
 def test_typical_interval_is_the_lower_median_of_a_window() -> None:
     import numpy as np
 
-    from twin_stream.chunk import INTERVAL_WINDOW, typical_intervals
+    from twin_stream.sdk.chunk import INTERVAL_WINDOW, typical_intervals
 
     dt = np.array([1000] * 20 + [600_000] + [1000] * 5, dtype=np.int64)
     t = typical_intervals([], dt)
@@ -201,7 +201,7 @@ def test_typical_interval_is_the_lower_median_of_a_window() -> None:
     # any split gives the same answer (the window is carried in the state)
     whole = typical_intervals([], dt)
     for cut in (1, 5, 15, 16, 21):
-        from twin_stream.chunk import next_intervals
+        from twin_stream.sdk.chunk import next_intervals
 
         h = next_intervals([], dt[:cut], first=False)
         assert (
@@ -221,7 +221,7 @@ def test_cell_count_is_locked_per_battery() -> None:
 
 
 def test_unknown_model_and_parameter_are_named() -> None:
-    from twin_stream.settings import SettingsError
+    from twin_stream.config.settings import SettingsError
 
     with pytest.raises(SettingsError, match=r"models\.enabled: unknown model 'nope'"):
         Engine(Settings.model_validate({"models": {"enabled": ["nope"]}}))
@@ -328,7 +328,7 @@ def test_a_failing_model_dead_letters_its_rows_and_keeps_state(monkeypatch) -> N
 
 
 def test_group_by_keeps_arrival_order_within_and_across_keys() -> None:
-    from twin_stream.chunk import group_by
+    from twin_stream.sdk.chunk import group_by
 
     got = group_by(["b1", "a1", "b2", "c1", "a2"], lambda s: s[0])
     assert list(got) == ["b", "a", "c"]

@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.eq_cycles.model import EqCycles
-from twin_stream.chemistry import get_chemistry
-from twin_stream.chunk import build_chunk
-from twin_stream.outputs import Estimate
+from twin_stream.battery.chemistry import get_chemistry
+from twin_stream.battery.spec import BatterySpec
+from twin_stream.sdk.chunk import build_chunk
 from twin_stream.sdk.contract import ContractError
-from twin_stream.spec import BatterySpec
+from twin_stream.sdk.outputs import Estimate
 
 SPEC = BatterySpec(
     key="t",

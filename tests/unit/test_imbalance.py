@@ -1,6 +1,6 @@
 """imbalance_analysis: spread, SOC imbalance through the OCV curve with confidence, alert.
 
-Hand-worked numbers (chemistry tables in twin_stream/data/chemistries):
+Hand-worked numbers (chemistry tables in twin_stream/battery/chemistries):
 - NMC OCV(40 %) = 3.6670 V; OCV(45 %) = 3.7054 V (knots of the 1 % table), so a pack with
   one cell at each (and a third at 3.690 V) has spread 0.0384 V, relative spread
   0.0384 / 3.68747 V = 1.0414 % and SOC imbalance 5 %.
@@ -23,12 +23,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twin_stream.chemistry import get_chemistry
-from twin_stream.chunk import Chunk, build_chunk
-from twin_stream.outputs import Alert, Estimate
-from twin_stream.registry import discover_models
+from twin_stream.battery.chemistry import get_chemistry
+from twin_stream.battery.spec import BatterySpec
+from twin_stream.sdk.chunk import Chunk, build_chunk
 from twin_stream.sdk.contract import ContractError
-from twin_stream.spec import BatterySpec
+from twin_stream.sdk.outputs import Alert, Estimate
+from twin_stream.sdk.registry import discover_models
 
 T0 = 60_000 * 28_333_334  # aligned to a 60 s slot
 MAX_GAP_MS = 10_000

@@ -1,4 +1,4 @@
-"""twin_stream.logs: repeated log lines are rate limited per (logger, template), with a count
+"""twin_stream.config.logs: repeated log lines are rate limited per (logger, template), with a count
 of what was suppressed, on the root handlers so child loggers' records are covered."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from twin_stream.logs import RateLimitFilter, install_rate_limit
+from twin_stream.config.logs import RateLimitFilter, install_rate_limit
 
 
 class Clock:

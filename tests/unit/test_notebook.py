@@ -18,10 +18,15 @@ import pytest
 
 import twin_stream
 from twin_stream.codec import iso_ms
-from twin_stream.notebook import ALERT_COLUMNS, DEADLETTER_COLUMNS, ESTIMATE_COLUMNS, TwinResult
+from twin_stream.config.settings import Settings, SettingsError
+from twin_stream.devtools.simulate import FaultSpec, SimConfig, simulate, write_records
 from twin_stream.replay import replay
-from twin_stream.settings import Settings, SettingsError
-from twin_stream.simulate import FaultSpec, SimConfig, simulate, write_records
+from twin_stream.replay.notebook import (
+    ALERT_COLUMNS,
+    DEADLETTER_COLUMNS,
+    ESTIMATE_COLUMNS,
+    TwinResult,
+)
 
 FAULTS = FaultSpec(over_voltage=1, duplicates=3, disorder=2, bad_records=6)
 TIMING = {"seconds", "records_per_s"}
@@ -214,8 +219,8 @@ def test_state_continues_a_run() -> None:
 def test_import_stays_light() -> None:
     code = (
         "import sys, twin_stream; "
-        "assert 'pandas' not in sys.modules and 'twin_stream.notebook' not in sys.modules; "
-        "assert callable(twin_stream.run_twin) and 'twin_stream.notebook' in sys.modules; "
+        "assert 'pandas' not in sys.modules and 'twin_stream.replay.notebook' not in sys.modules; "
+        "assert callable(twin_stream.run_twin) and 'twin_stream.replay.notebook' in sys.modules; "
         "assert 'run_twin' in dir(twin_stream) and twin_stream.run_twin.__doc__"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from twin_stream.chunk import build_chunk
-from twin_stream.plausibility import Plausibility, check, initial_state, limits_for
+from twin_stream.engine.plausibility import Plausibility, check, initial_state, limits_for
 from twin_stream.sdk.block import Block
+from twin_stream.sdk.chunk import build_chunk
 from twin_stream.sdk.emit import new_out
 from twin_stream.sdk.state import StateArrays
 from twin_stream.sdk.testing import check_model

@@ -10,8 +10,8 @@ import pytest
 
 from schemas.outputs import DeadLetterRecord
 from twin_stream.codec import RAW_HEAD_CHARS, Decoder
+from twin_stream.config.settings import Settings
 from twin_stream.engine import Engine
-from twin_stream.settings import Settings
 
 GOOD = b'{"battery_id":"b1","ts":1767225600000,"current":1.5}'
 POISON = {

@@ -193,8 +193,8 @@ def test_twin_app_metrics_feed_the_exposition() -> None:
     from agents.app import TwinApp
     from agents.stale import StaleTracker, stale_alert
     from twin_stream.codec import Decoder
+    from twin_stream.config.settings import Settings
     from twin_stream.engine import Engine
-    from twin_stream.settings import Settings
 
     settings = Settings()
     twin = TwinApp(

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from twin_stream import kafka_io
 from twin_stream.cli import app
+from twin_stream.config.settings import load_settings
 from twin_stream.kafka_io import PublishStats, _settle, count_records, publish
-from twin_stream.settings import load_settings
 
 N = 20
 

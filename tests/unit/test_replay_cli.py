@@ -13,9 +13,9 @@ import orjson
 import pytest
 
 from schemas.telemetry import parse_rfc3339_ms
+from twin_stream.config.settings import Settings
+from twin_stream.devtools.simulate import FaultSpec, SimConfig, simulate, write_records
 from twin_stream.replay import replay
-from twin_stream.settings import Settings
-from twin_stream.simulate import FaultSpec, SimConfig, simulate, write_records
 
 FAULTS = FaultSpec(
     over_voltage=1, under_voltage=1, dropout=1, duplicates=4, disorder=3, bad_records=7

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from twin_stream.cli import app
+from twin_stream.config.settings import load_settings
+from twin_stream.devtools.simulate import FaultSpec, SimConfig, simulate, write_records
 from twin_stream.replay import replay
-from twin_stream.settings import load_settings
-from twin_stream.simulate import FaultSpec, SimConfig, simulate, write_records
 from twin_stream.view.report import write_report
 
 

@@ -16,16 +16,16 @@ from typer.testing import CliRunner
 
 from models._template.model import TemplateModel
 from twin_stream import sdk
-from twin_stream.alerting import debounce
-from twin_stream.chemistry import get_chemistry
+from twin_stream.battery.chemistry import get_chemistry
 from twin_stream.cli import app
 from twin_stream.codec import Decoder, Row
+from twin_stream.config.settings import Settings
 from twin_stream.engine import Engine
 from twin_stream.records import Records
-from twin_stream.registry import discover_models
+from twin_stream.sdk.alerting import debounce
+from twin_stream.sdk.registry import discover_models
 from twin_stream.sdk.state import StateArrays, StateSpec
 from twin_stream.sdk.testing import check_model
-from twin_stream.settings import Settings
 
 SPEC = sdk.BatterySpec("k", get_chemistry("NMC"), 100.0, 4, None)
 
@@ -198,7 +198,7 @@ def _rows(records: list[dict]) -> list[Row]:
 def test_block_engine_gives_each_battery_what_it_gets_alone() -> None:
     """Random interleavings of batteries and random block cuts: per battery, the same
     outputs and final state as that battery run alone in one block (every default model)."""
-    from twin_stream.simulate import FaultSpec, SimConfig, simulate
+    from twin_stream.devtools.simulate import FaultSpec, SimConfig, simulate
 
     faults = FaultSpec(over_voltage=1, under_voltage=1, weak_cell=1, dropout=1, duplicates=5)
     sim = SimConfig(batteries=4, cells=6, temperatures=2, duration_s=900, seed=11, faults=faults)

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from twin_stream.cli import app
+from twin_stream.config.settings import REVEAL_SECRETS, Settings, SettingsError, load_settings
 from twin_stream.kafka_io import client_options
-from twin_stream.settings import REVEAL_SECRETS, Settings, SettingsError, load_settings
 
 PASSWORD = "s3cr3t-Pa55"
 

@@ -17,8 +17,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from twin_stream.chemistry import ChemistryError, get_chemistry
-from twin_stream.simulate import (
+from twin_stream.battery.chemistry import ChemistryError, get_chemistry
+from twin_stream.devtools.simulate import (
     BAD_KINDS,
     FIELDS,
     FaultSpec,

@@ -14,16 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.soc_ocv_estimation.model import SocOcvEstimation
-from twin_stream.chemistry import Chemistry, OcvTable, get_chemistry
-from twin_stream.chunk import Chunk, build_chunk
-from twin_stream.outputs import Alert, Estimate
+from twin_stream.battery.chemistry import Chemistry, OcvTable, get_chemistry
+from twin_stream.battery.spec import BatterySpec
 from twin_stream.sdk import Block, StateArrays, run_kernel
+from twin_stream.sdk.chunk import Chunk, build_chunk
+from twin_stream.sdk.outputs import Alert, Estimate
 from twin_stream.sdk.testing import check_model
-from twin_stream.spec import BatterySpec
 
 T0 = 1_700_000_400_000  # epoch ms, on a minute boundary
 MAX_GAP_MS = 60_000
-# Table knots (1 % SOC steps, twin_stream/data/chemistries): NMC OCV(37 %) = 3.6449 V, on a
+# Table knots (1 % SOC steps, twin_stream/battery/chemistries): NMC OCV(37 %) = 3.6449 V, on a
 # 7.5 mV/% segment (slope factor 1); LFP OCV(60 %) = 3.2688 V on the plateau, 0.2 mV/% there.
 NMC_OCV_37 = float(get_chemistry("NMC").ocv.ocv_from_soc(37.0))
 LFP_OCV_60 = float(get_chemistry("LFP").ocv.ocv_from_soc(60.0))

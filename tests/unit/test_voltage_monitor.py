@@ -20,12 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import models.voltage_monitor.model as vm_module
-from twin_stream.chemistry import get_chemistry
-from twin_stream.chunk import Chunk, build_chunk
+from twin_stream.battery.chemistry import get_chemistry
+from twin_stream.battery.spec import BatterySpec
+from twin_stream.sdk.chunk import Chunk, build_chunk
 from twin_stream.sdk.contract import ContractError
-from twin_stream.outputs import Alert, Estimate
-from twin_stream.registry import discover_models
-from twin_stream.spec import BatterySpec
+from twin_stream.sdk.outputs import Alert, Estimate
+from twin_stream.sdk.registry import discover_models
 
 T0 = 60_000 * 28_333_334  # an epoch ms aligned to a 60 s slot: estimates at rows 0, 60, ...
 MAX_GAP_MS = 10_000

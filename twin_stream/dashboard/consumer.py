@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from twin_stream.settings import Settings
+from twin_stream.config.settings import Settings
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer

@@ -51,8 +51,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from twin_stream.config.settings import Settings
 from twin_stream.dashboard.consumer import Feed, Kind
-from twin_stream.settings import Settings
 from twin_stream.view.fleet import FleetView
 from twin_stream.view.pages import alerts_page, battery_page, fleet_page
 

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from twin_stream.chunk import Chunk
-from twin_stream.outputs import Output
 from twin_stream.sdk.block import Block
+from twin_stream.sdk.chunk import Chunk
 from twin_stream.sdk.contract import Model, State
 from twin_stream.sdk.emit import ROW
 from twin_stream.sdk.model import KernelModel, run_kernel
+from twin_stream.sdk.outputs import Output
 from twin_stream.sdk.state import StateArrays
 
 FloatArray = npt.NDArray[np.float64]

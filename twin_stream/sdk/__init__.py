@@ -12,9 +12,9 @@
 - testing: `twin_stream.sdk.testing.check_model`.
 """
 
-from twin_stream.chunk import Chunk, build_chunk
-from twin_stream.outputs import Alert, Estimate, Output
+from twin_stream.battery.spec import BatterySpec
 from twin_stream.sdk.block import Block, single_battery_block
+from twin_stream.sdk.chunk import Chunk, build_chunk
 from twin_stream.sdk.contract import (
     ContractError,
     Manifest,
@@ -28,8 +28,8 @@ from twin_stream.sdk.debounce import step as debounce_step
 from twin_stream.sdk.emit import ESTIMATE, OUT_COLUMNS, alert, emit, estimate, room
 from twin_stream.sdk.jit import kernel
 from twin_stream.sdk.model import KernelModel, run_kernel
+from twin_stream.sdk.outputs import Alert, Estimate, Output
 from twin_stream.sdk.state import StateArrays, StateSpec
-from twin_stream.spec import BatterySpec
 
 __all__ = [
     "CHANNEL",

@@ -17,10 +17,10 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from twin_stream.chunk import Chunk
-from twin_stream.outputs import Output
+from twin_stream.battery.spec import BatterySpec
+from twin_stream.sdk.chunk import Chunk
+from twin_stream.sdk.outputs import Output
 from twin_stream.sdk.state import StateSpec
-from twin_stream.spec import BatterySpec
 
 State = dict[str, Any]
 

@@ -1,5 +1,5 @@
 """One debounce/hysteresis step for every alert, compiled: foxBMS' leaky occurrence counter in
-event time and in samples (the same rule as `twin_stream.alerting.debounce`, per sample).
+event time and in samples (the same rule as `twin_stream.sdk.alerting.debounce`, per sample).
 
 A channel is an int64 array of `CHANNEL` entries: [raise_ms, active, clear_ms, raise_n,
 clear_n, tally, event_tally]. Per sample (dt = its integrable interval in ms, 0 after a gap):

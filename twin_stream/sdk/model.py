@@ -22,9 +22,8 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from twin_stream.chunk import Chunk
-from twin_stream.outputs import Alert, Estimate, Output
 from twin_stream.sdk.block import Block, single_battery_block
+from twin_stream.sdk.chunk import Chunk
 from twin_stream.sdk.contract import ContractError, Model, State
 from twin_stream.sdk.emit import (
     AUX,
@@ -38,6 +37,7 @@ from twin_stream.sdk.emit import (
     VALUE,
     new_out,
 )
+from twin_stream.sdk.outputs import Alert, Estimate, Output
 from twin_stream.sdk.state import StateArrays, StateSpec
 
 FloatArray = npt.NDArray[np.float64]

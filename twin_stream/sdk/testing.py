@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from twin_stream.chunk import Chunk
-from twin_stream.outputs import Alert, Output
 from twin_stream.sdk.block import Block
+from twin_stream.sdk.chunk import Chunk
 from twin_stream.sdk.contract import Model, State
 from twin_stream.sdk.model import KernelModel, run_kernel
+from twin_stream.sdk.outputs import Alert, Output
 from twin_stream.sdk.state import StateArrays
 
 

@@ -46,10 +46,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from twin_stream.config.settings import Settings
+from twin_stream.devtools.oracle.fixture import Fixture
 from twin_stream.engine import Engine
-from twin_stream.oracle.fixture import Fixture
 from twin_stream.replay import replay
-from twin_stream.settings import Settings
 
 FloatArray = npt.NDArray[np.float64]
 

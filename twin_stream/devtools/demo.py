@@ -1,7 +1,7 @@
 """`twin-stream demo`: the live service end to end, in one command.
 
-1. Kafka: the given bootstrap, or the project's local broker (`twin_stream.broker`), started
-   if none is running and then stopped again at the end (a broker that was already running
+1. Kafka: the given bootstrap, or the project's local broker
+   (`twin_stream.devtools.broker`), started if none is running and then stopped again at the end (a broker that was already running
    is reused and left alone).
 2. Topics and the worker's consumer group are unique to the run (`twin-demo-<time>-<hex>`),
    so the outputs of earlier runs never mix in; they are deleted at the end unless kept.
@@ -9,7 +9,7 @@
    `TWIN_` environment overrides (bootstrap, topics, app id, stale time); its log goes to
    `worker.log` in the run's temp folder, which is removed after a clean run and kept (and
    its tail printed) when the worker failed.
-4. A simulated fleet (`twin_stream.simulate`) with injected faults (an over-voltage cell, a
+4. A simulated fleet (`twin_stream.devtools.simulate`) with injected faults (an over-voltage cell, a
    weak cell, a dropout plus a battery that falls silent at the end, bad records), its span
    ending at the current time, published keyed by battery_id at `speed` times real time (by a
    paced producer here: the records are in memory, and bad records may not be JSON at all).
@@ -53,13 +53,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from twin_stream.settings import REVEAL_SECRETS, Settings, SettingsError
+from twin_stream.config.settings import REVEAL_SECRETS, Settings, SettingsError
 
 if TYPE_CHECKING:
     from twin_stream.dashboard import Dashboard
 
 FAULTS = {"over_voltage": 1, "weak_cell": 1, "dropout": 1, "bad_records": 3}
-"""Injected into the simulated fleet (see `twin_stream.simulate.FaultSpec`)."""
+"""Injected into the simulated fleet (see `twin_stream.devtools.simulate.FaultSpec`)."""
 DEFAULT_SIM_S = 3600.0
 """Simulated seconds of telemetry when no duration is given."""
 MAX_SIM_S = 86_400.0
@@ -238,7 +238,7 @@ def run_demo(
     """Run the demo; returns the exit code (0 after a clean run, Ctrl-C included).
 
     `bootstrap` None starts (or reuses) the local broker of `broker_run_dir` (default: the
-    developer's, see `twin_stream.broker.default_run_dir`). `duration_s` is the time spent
+    developer's, see `twin_stream.devtools.broker.default_run_dir`). `duration_s` is the time spent
     streaming once the worker is ready; None streams the whole simulated fleet
     (`DEFAULT_SIM_S` simulated seconds) and stops when its outputs have drained.
     `stale_after_s` None scales the worker's silence limit to the compressed time so the
@@ -267,7 +267,7 @@ def run_demo(
         if bootstrap is None:
             bootstrap, started_broker = _local_broker(console, broker_run_dir)
         elif settings.kafka.security_protocol == "PLAINTEXT":
-            from twin_stream.broker import ping
+            from twin_stream.devtools.broker import ping
 
             if not ping(bootstrap):
                 raise DemoError(f"no Kafka broker answers at {bootstrap}")
@@ -312,7 +312,7 @@ def run_demo(
                 if not run.worker_failed:
                     shutil.rmtree(run.workdir, ignore_errors=True)
             if started_broker is not None:
-                from twin_stream.broker import down
+                from twin_stream.devtools.broker import down
 
                 with console.status("stopping the local Kafka broker it started"):
                     down(run_dir=started_broker)
@@ -327,7 +327,7 @@ def run_demo(
 
 def _local_broker(console: Console, run_dir: Path | None) -> tuple[str, Path | None]:
     """Bootstrap of the local broker and, if this call started it, its run dir."""
-    from twin_stream.broker import BrokerError, default_run_dir, ping, status, up
+    from twin_stream.devtools.broker import BrokerError, default_run_dir, ping, status, up
 
     rdir = run_dir or default_run_dir()
     before = status(run_dir=rdir)
@@ -414,7 +414,7 @@ def _cells(settings: Settings, cells: int, console: Console) -> int:
 def _simulate(
     settings: Settings, batteries: int, cells: int, sim_s: float, seed: int, console: Console
 ) -> list[dict[str, Any] | str]:
-    from twin_stream.simulate import FaultSpec, SimConfig, simulate
+    from twin_stream.devtools.simulate import FaultSpec, SimConfig, simulate
 
     d = settings.fleet.defaults
     faults = {k: (min(v, batteries) if k != "bad_records" else v) for k, v in FAULTS.items()}

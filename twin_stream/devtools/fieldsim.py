@@ -1,7 +1,7 @@
 """Field-telemetry truth generator: realistic fleet telemetry of one battery plus its exact truth,
 for the field suite of issue 10 (`tests/field/`, `bench/field/`).
 
-`twin_stream.simulate` makes lab-like telemetry (1 Hz, clean sensors). Field data differs
+`twin_stream.devtools.simulate` makes lab-like telemetry (1 Hz, clean sensors). Field data differs
 (reference/field.md): sparse and jittered sampling with holes, ADC noise and quantisation, a
 current-sensor offset, parasitic loads at "rest", cold, LFP hysteresis, invalid markers and
 sensor faults. This module builds such telemetry from a physical truth and returns the truth
@@ -17,7 +17,8 @@ I > 0 = discharge, A; per cell c a capacity Q_c, a resistance factor f_c and an 
     V_c       = OCV(soc_c) + M0 * s + M * h - f_c * A(T) * (R0 * I + v_1 + v_2)
     A(T)      = exp(activation_k * (1/T - 1/T_ref))                           (Arrhenius-like)
 
-OCV(soc) is the chemistry's table (`twin_stream.chemistry.get_chemistry`), taken as the mean of
+OCV(soc) is the chemistry's table (`twin_stream.battery.chemistry.get_chemistry`), taken as the
+mean of
 the charge and discharge branches: after a long charge the rest voltage sits M0 + M above it,
 after a long discharge M0 + M below (the hysteresis half-width). eta = the chemistry's charge
 efficiency while charging, 1 while discharging. Resistances are normalised to capacity
@@ -36,7 +37,8 @@ sampling. Temperature: one lumped cell temperature, C_th dT/dt = heat - (T - T_a
 
 Duty (`Segment`): rest (optionally with a parasitic load), CC charge/discharge (for minutes or
 until the mean true SOC reaches a target), CC-CV charge (CV on the highest cell, ends below a
-taper current), drive (`twin_stream.oracle.duty.drive_cycle`: micro-trips with regen, so the
+taper current), drive (`twin_stream.devtools.oracle.duty.drive_cycle`: micro-trips with regen,
+so the
 current changes sign, interpolated from 1 s to the fine step).
 
 Telemetry (`Sensors`): sampling at `hz` (0.1-10 Hz, or 1/60) with uniform timing jitter, holes
@@ -67,9 +69,9 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from twin_stream.chemistry import Chemistry, get_chemistry
-from twin_stream.oracle.duty import drive_cycle
-from twin_stream.simulate import charge_voltage
+from twin_stream.battery.chemistry import Chemistry, get_chemistry
+from twin_stream.devtools.oracle.duty import drive_cycle
+from twin_stream.devtools.simulate import charge_voltage
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

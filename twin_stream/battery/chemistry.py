@@ -1,6 +1,6 @@
 """Chemistry parameter sets: OCV-SOC tables, limits and efficiencies, loaded from JSON data.
 
-A chemistry is data, not code (PyBaMM's parameter sets): `twin_stream/data/chemistries/*.json`
+A chemistry is data, not code (PyBaMM's parameter sets): `twin_stream/battery/chemistries/*.json`
 ships NMC and LFP; a battery spec in settings may replace the OCV table or any limit. Limits
 are `LimitSet`s: levels (warning, critical) per side plus a hysteresis, in the quantity's
 unit; current limits are C-rates (`pack_current`: discharge over / charge under, signed;
@@ -290,9 +290,9 @@ class Chemistry:
 
 @cache
 def builtin_chemistries() -> dict[str, Chemistry]:
-    """All chemistries shipped in `twin_stream/data/chemistries`, keyed by upper-case name."""
+    """All chemistries shipped in `twin_stream/battery/chemistries`, keyed by upper-case name."""
     out: dict[str, Chemistry] = {}
-    folder = resources.files("twin_stream") / "data" / "chemistries"
+    folder = resources.files("twin_stream.battery") / "chemistries"
     for entry in folder.iterdir():
         if entry.name.endswith(".json"):
             chem = Chemistry.from_dict(json.loads(entry.read_text(encoding="utf-8")))

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
+from twin_stream.config.settings import Settings
 from twin_stream.kafka_io import client_options
-from twin_stream.settings import Settings
 
 TABLE = "battery-state"  # agents.app.TABLE (the platform does not import agents)
 

@@ -23,7 +23,7 @@ one debounce, and clears when the channel has been plausible for a while; a chan
 a value has a debounce of its own (``invalid_raise_ms``: a CAN log misses frames). The pack
 voltage against the sum of the plausible cells (``sum_tolerance``) raises ``sensor_fault``
 with no cell (it says one of the two is wrong, not which). Limits are data:
-``twin_stream/data/plausibility.json`` per chemistry, which also holds the stage's manifest
+``twin_stream/engine/plausibility.json`` per chemistry, which also holds the stage's manifest
 (its output and its state arrays).
 
 Algorithm: `Plausibility` is a `KernelModel` (not a registered model: the engine runs it
@@ -63,14 +63,14 @@ import numpy as np
 import numpy.typing as npt
 
 from twin_stream import sdk
-from twin_stream.chunk import Chunk
-from twin_stream.outputs import Alert, Output
+from twin_stream.battery.spec import BatterySpec
 from twin_stream.sdk.block import Block
+from twin_stream.sdk.chunk import Chunk
 from twin_stream.sdk.contract import ContractError, Manifest, State
 from twin_stream.sdk.emit import AUX, CELL, CONF, ROW, STATUS, VALUE
 from twin_stream.sdk.model import run_kernel
+from twin_stream.sdk.outputs import Alert, Output
 from twin_stream.sdk.state import StateArrays, StateSpec
-from twin_stream.spec import BatterySpec
 
 MODEL = "plausibility"
 CODE = "sensor_fault"
@@ -119,7 +119,7 @@ class PlausibilityLimits:
 
 @cache
 def _table() -> dict[str, Any]:
-    path = Path(__file__).parent / "data" / "plausibility.json"
+    path = Path(__file__).with_name("plausibility.json")
     return dict(json.loads(path.read_text("utf-8")))
 
 
@@ -135,7 +135,7 @@ def _manifest() -> Manifest:
         return Manifest.model_validate(_table()["manifest"])
     except (KeyError, ValueError) as exc:
         raise ContractError(
-            f"twin_stream/data/plausibility.json: invalid manifest: {exc}"
+            f"twin_stream/engine/plausibility.json: invalid manifest: {exc}"
         ) from None
 
 

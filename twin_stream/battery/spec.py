@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twin_stream.chemistry import Chemistry, LimitSet
+from twin_stream.battery.chemistry import Chemistry, LimitSet
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,8 +1,9 @@
-"""Command line for the local Kafka broker: ``python -m twin_stream.broker up|down|status|fetch``.
+"""Command line for the local Kafka broker:
+``python -m twin_stream.devtools.broker up|down|status|fetch``.
 
 * ``up [--port N] [--data-dir D] [--version V] [--timeout S]`` starts the broker
   (or finds the running one) and prints its bootstrap address as the last line
-  of stdout, so ``BOOTSTRAP=$(python -m twin_stream.broker up | tail -n1)`` works.
+  of stdout, so ``BOOTSTRAP=$(python -m twin_stream.devtools.broker up | tail -n1)`` works.
 * ``down`` stops it; ``status`` prints it and exits 1 when it is not running or
   not answering; ``fetch [--version V]`` only resolves the jars (CI cache warm-up).
 
@@ -18,13 +19,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from twin_stream.broker.fetch import DEFAULT_VERSION, BrokerError, fetch
-from twin_stream.broker.node import default_run_dir, down, ping, status, up
+from twin_stream.devtools.broker.fetch import DEFAULT_VERSION, BrokerError, fetch
+from twin_stream.devtools.broker.node import default_run_dir, down, ping, status, up
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m twin_stream.broker",
+        prog="python -m twin_stream.devtools.broker",
         description="Local single-node KRaft Kafka broker for twin_stream dev/CI/tests.",
         epilog="State lives in $TWIN_BROKER_HOME (default ~/.cache/twin-stream/broker-run).",
     )

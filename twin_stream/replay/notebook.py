@@ -25,7 +25,7 @@ records a JSON Lines or Parquet file's rows do, in the DataFrame's order:
 Settings: a `Settings`, a mapping of overrides over the defaults (nested like
 settings/twin-settings.json), or the path of a settings file. TWIN_ environment variables are
 not applied, so a notebook's results do not depend on the shell it was started from (use
-`twin_stream.settings.load_settings(path)` and pass the result to include them).
+`twin_stream.config.settings.load_settings(path)` and pass the result to include them).
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from twin_stream.config.settings import Settings, SettingsError, load_settings
 from twin_stream.engine import State
 from twin_stream.io import RecordReader
 from twin_stream.replay import DEFAULT_BLOCK, run_blocks
-from twin_stream.settings import Settings, SettingsError, load_settings
 
 ALERT_COLUMNS = (
     "battery_id",
@@ -147,7 +147,7 @@ def _settings(settings: Settings | Mapping[str, Any] | str | Path | None) -> Set
         return load_settings(settings, environ={})
     from pydantic import ValidationError
 
-    from twin_stream.settings import _format
+    from twin_stream.config.settings import _format
 
     try:
         return Settings.model_validate(dict(settings))

@@ -34,8 +34,14 @@ from pydantic import (
     model_validator,
 )
 
-from twin_stream.chemistry import Chemistry, ChemistryError, LimitSet, OcvTable, get_chemistry
-from twin_stream.spec import BatterySpec
+from twin_stream.battery.chemistry import (
+    Chemistry,
+    ChemistryError,
+    LimitSet,
+    OcvTable,
+    get_chemistry,
+)
+from twin_stream.battery.spec import BatterySpec
 
 ENV_PREFIX = "TWIN_"
 DEFAULT_MODELS = ["eq_cycles", "voltage_monitor", "imbalance_analysis", "soc_ocv_estimation"]
@@ -194,7 +200,8 @@ class EngineSettings(_Strict):
     )
     plausibility_checks: bool = Field(
         True,
-        description="the plausibility layer ahead of the models (twin_stream/plausibility.py): "
+        description="the plausibility layer ahead of the models "
+        "(twin_stream/engine/plausibility.py): "
         "open sense wires, impossible and stuck readings raise sensor_fault and are kept "
         "out of SOC, imbalance, energy and voltage alerts",
     )

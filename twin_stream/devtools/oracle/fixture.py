@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from twin_stream.oracle.duty import DUTIES, DUTY_SOC_START, Segment, build_profile
+from twin_stream.devtools.oracle.duty import DUTIES, DUTY_SOC_START, Segment, build_profile
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -108,7 +108,7 @@ class FixtureSpec:
         return self.thermal or DEFAULT_THERMAL[self.chemistry]
 
     def key(self, pybamm_version: str) -> str:
-        from twin_stream.oracle import duty as duty_mod
+        from twin_stream.devtools.oracle import duty as duty_mod
 
         blob = json.dumps(
             {

@@ -7,7 +7,7 @@ the block in one pass; states stay in the engine) and writes `alerts.jsonl`,
 the same engine on Kafka, so both give the same outputs for the same input.
 
 `run_blocks` is that loop over any blocks of (payload, source), writing to any writers:
-`replay` feeds it a file, `twin_stream.notebook.run_twin` a file or a pandas DataFrame.
+`replay` feeds it a file, `twin_stream.replay.notebook.run_twin` a file or a pandas DataFrame.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from twin_stream.codec import DeadLetter, Decoder
+from twin_stream.config.settings import Settings
 from twin_stream.engine import BlockResult, Engine
 from twin_stream.io import JsonlWriter, RecordReader
 from twin_stream.records import Records
-from twin_stream.settings import Settings
 
 State = dict[str, Any]
 
@@ -95,10 +95,12 @@ def run_records(
     *,
     states: dict[str, State] | None = None,
     on_block: Callable[[], None] | None = None,
+    keep_states: bool = True,
 ) -> tuple[Summary, dict[str, State]]:
     """Run decoded blocks (records and the decoder's dead letters) through one engine, each
     block at once, then flush every battery. Returns the summary and every battery's final
-    state (`states`, when given, is where it starts and is updated)."""
+    state (`states`, when given, is where it starts and is updated; `keep_states` False:
+    not returned, which saves writing them out)."""
     engine = Engine(settings)
     states = {} if states is None else states
     for bid, st in states.items():
@@ -127,8 +129,9 @@ def run_records(
     finally:
         if gc_was_enabled:
             gc.enable()
-    for bid in engine.ids:
-        states[bid] = engine.dump_state(bid)
+    if keep_states:
+        for bid in engine.ids:
+            states[bid] = engine.dump_state(bid)
     seconds = time.perf_counter() - t0
     return Summary(n_in, seconds, engine.metrics.as_dict()), states
 
@@ -163,6 +166,7 @@ def replay(
             deadletters,
             states=states,
             on_block=None if progress is None else lambda: progress(reader.done, reader.total),
+            keep_states=state_file is not None,
         )
     finally:
         alerts.close()

@@ -142,7 +142,11 @@ def _major(version: str) -> int:
 
 
 def _pom_text() -> str:
-    return resources.files("twin_stream.broker").joinpath("pom.xml").read_text(encoding="utf-8")
+    return (
+        resources.files("twin_stream.devtools.broker")
+        .joinpath("pom.xml")
+        .read_text(encoding="utf-8")
+    )
 
 
 def _pom_digest(pom_text: str) -> str:

@@ -7,7 +7,8 @@ Each battery is a series string of `cells` cells. Every cell is an equivalent ci
     d v_rc / dt = -v_rc / tau1 + I / C1,  tau1 = R1 * C1
     d soc / dt  = -eta(I) * I / (36 * Q)           (soc in %, Q in Ah, t in s)
 
-with OCV(soc) the chemistry's table (`twin_stream.chemistry`, the only OCV source), eta = the
+with OCV(soc) the chemistry's table (`twin_stream.battery.chemistry`, the only OCV source),
+eta = the
 chemistry's charge efficiency while charging and 1 while discharging, and per-cell spread in
 capacity (+/-3 %), R0 (+/-10 %) and initial SOC (+/-2 % points). Current is held constant over
 a sample interval (zero-order hold), so the RC branch is stepped exactly with exp(-dt/tau1).
@@ -47,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from twin_stream.chemistry import Chemistry, get_chemistry
+from twin_stream.battery.chemistry import Chemistry, get_chemistry
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -1,0 +1,1 @@
+"""Settings (one loader: file, then TWIN_ environment) and logging set-up."""
