@@ -10,7 +10,8 @@ engine, the table write and faust's bookkeeping are paid once per battery per ch
 `exactly_once` (default) outputs, state and offsets commit together: each chunk is one unit
 for faust's commits and rebalances, outputs go out through the transactional producer of
 their input partition. The workarounds this needs on faust-streaming 0.15.3 are in
-`agents.faust_compat` (each with what it fixes and how it was seen). Tested against a real
+`agents.faust_compat`, one module each (what it fixes, how it was seen, and a version guard:
+it refuses to import on a faust/aiokafka it was not verified with). Tested against a real
 broker with kill -9, restarts and hand-overs in tests/integration/test_live_*.py;
 measured by bench/live.py.
 
