@@ -1,8 +1,8 @@
 """`twin-stream demo`: the live service end to end, in one command.
 
 1. Kafka: the given bootstrap, or the project's local broker
-   (`twin_stream.devtools.broker`), started if none is running and then stopped again at the end (a broker that was already running
-   is reused and left alone).
+   (`twin_stream.devtools.broker`), started if none is running and then stopped again at the
+   end (a broker that was already running is reused and left alone).
 2. Topics and the worker's consumer group are unique to the run (`twin-demo-<time>-<hex>`),
    so the outputs of earlier runs never mix in; they are deleted at the end unless kept.
 3. A worker subprocess (`python -m twin_stream.cli worker`) with the user's settings plus
