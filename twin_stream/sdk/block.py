@@ -94,6 +94,8 @@ def single_battery_block(
 ) -> Block:
     """A block of one battery in slot 0 (what a `Chunk` becomes)."""
     n = int(ts.size)
+    n_cells = cells.shape[1] if cells.ndim == 2 else 0
+    n_temps = temps.shape[1] if temps.ndim == 2 else 0
     return Block(
         np.zeros(n, dtype=np.int64),
         np.ascontiguousarray(ts, dtype=np.int64),
@@ -101,10 +103,10 @@ def single_battery_block(
         np.ascontiguousarray(gap, dtype=np.bool_),
         np.ascontiguousarray(current, dtype=np.float64),
         np.ascontiguousarray(voltage, dtype=np.float64),
-        np.ascontiguousarray(cells, dtype=np.float64).reshape(n, -1),
-        np.ascontiguousarray(temps, dtype=np.float64).reshape(n, -1),
+        np.ascontiguousarray(cells, dtype=np.float64).reshape(n, n_cells),  # n may be 0
+        np.ascontiguousarray(temps, dtype=np.float64).reshape(n, n_temps),
         np.ascontiguousarray(soc, dtype=np.float64),
         np.ascontiguousarray(soh, dtype=np.float64),
-        np.array([cells.shape[1] if cells.ndim == 2 else 0], dtype=np.int64),
-        np.array([temps.shape[1] if temps.ndim == 2 else 0], dtype=np.int64),
+        np.array([n_cells], dtype=np.int64),
+        np.array([n_temps], dtype=np.int64),
     )

@@ -139,7 +139,8 @@ class StateArrays:
                     )
                     a = self.arrays[name]
                 a[slot] = self._init(f)
-                a[slot][: arr.shape[0]] = arr
+                if arr.size:  # [] of a ["cells", k] field is (0,), not (0, k)
+                    a[slot][: arr.shape[0]] = arr
             else:
                 a[slot] = arr
 
