@@ -74,19 +74,25 @@ over/under temperature, pack discharge then charge current, then the latched cod
 a code by cell, clears (falling severity) before raises (rising severity); then the estimates.
 Means are summed as numpy sums them (pairwise), so they equal version 1.1's to the bit.
 
+Cost: in the common case (everything inside limits, no channel in play) a record compares
+each cell and sensor with the loosest level of its side and touches no channel: ``busy``
+counts the channels of each per-cell/per-sensor code that are not idle (all zeros), and
+only while it is non-zero are all of that code's channels stepped.
+
 Alert messages quote more than an output row's value and threshold (the pack current, the
 exposure, the C-rates, the coldest sensor's reading); the kernel writes that context into
 `EXTRA` columns after the SDK's, and `outputs` words the messages from them.
 
 State (version 2): per code an int64 array of debounce channels (``[cells, 3 levels, 7]``,
 ``[temps, 3, 7]``, ``[2 sides, 3, 7]`` or ``[3, 7]``; levels in the chemistry's order),
-``latch`` (last violating ts per latched code and level) and ``last_slot``. `migrate` reads
-version 1 (``{"channels": {code: {"<code>:<severity>:<index>": [...]}}, "last_slot",
+``busy``, ``latch`` (last violating ts per latched code and level) and ``last_slot``.
+`migrate` reads version 1 (``{"channels": {code: {"<code>:<severity>:<index>": [...]}}, "last_slot",
 "latch": {code: [ts | null per level]}}``) with every counter, tally and latch carried.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -128,7 +134,7 @@ EXTRA = 4
 # ------------------------------------------------------------------------------ kernels
 @sdk.kernel
 def _fin(x):  # type: ignore[no-untyped-def]
-    return x if x - x == 0.0 else 0.0
+    return x if math.isfinite(x) else 0.0
 
 
 @sdk.kernel
@@ -236,12 +242,14 @@ def _event_order(P, s, base, ev, order):  # type: ignore[no-untyped-def]
 
 
 @sdk.kernel
-def _step_levels(ch, P, s, base, over, v, shift, has_shift, dt, kind, ev):  # type: ignore[no-untyped-def]
-    """Step the level channels ch[level] of one value; events to ev. Any event?"""
+def _step_levels(chs, s, c, P, base, over, v, shift, has_shift, dt, kind, ev):  # type: ignore[no-untyped-def]
+    """Step the level channels chs[s, c, level] of one value; events to ev. Returns (any
+    event, change of the number of channels not idle)."""
     n = int(P[s, base])
     h = P[s, base + 1]
     d = 4 * kind
     hit = False
+    busy = 0
     for lv in range(n):
         thr = P[s, base + 2 + lv]
         if has_shift:
@@ -252,24 +260,30 @@ def _step_levels(ch, P, s, base, over, v, shift, has_shift, dt, kind, ev):  # ty
         else:
             rc = v < thr
             cc = v > thr + h
-        c = ch[lv]
-        if not rc and c[1] == 0 and c[0] == 0 and c[3] == 0 and c[5] == 0:
-            ev[lv] = sdk.NONE  # idle and empty: what the step would say
-            continue
+        # idle: all zeros (what the step leaves of a channel at rest; event tallies are
+        # zeroed once read)
+        idle = chs[s, c, lv, 1] == 0 and chs[s, c, lv, 0] == 0 and chs[s, c, lv, 3] == 0
+        idle = idle and chs[s, c, lv, 5] == 0
+        ev[lv] = sdk.NONE
+        if idle and not rc:
+            continue  # idle and no raise condition: what the step would say
+        ch = chs[s, c, lv]
         e = sdk.debounce_step(
-            c, dt, rc, cc, False, 0, int(P[s, d]), int(P[s, d + 1]), int(P[s, d + 2]),
+            ch, dt, rc, cc, False, 0, int(P[s, d]), int(P[s, d + 1]), int(P[s, d + 2]),
             int(P[s, d + 3]),
         )  # fmt: skip
         ev[lv] = e
         if e != sdk.NONE:
             hit = True
-    return hit
+        now_idle = ch[1] == 0 and ch[0] == 0 and ch[3] == 0 and ch[5] == 0
+        busy += (1 if idle else 0) - (1 if now_idle else 0)
+    return hit, busy
 
 
 @sdk.kernel
 def _loop(  # type: ignore[no-untyped-def]
     slot, ts, dt_ms, gap, current, cells, temps, n_cells, n_temps, P,
-    cov, cuv, cot, cut, poc, ch_ut, ch_ot, ch_oc, latch, last_slot, out, start,
+    cov, cuv, cot, cut, busy, poc, ch_ut, ch_ot, ch_oc, latch, last_slot, out, start,
 ):  # fmt: skip
     ev = np.zeros(LEVELS, np.int64)
     order = np.zeros(LEVELS, np.int64)
@@ -299,7 +313,7 @@ def _loop(  # type: ignore[no-untyped-def]
                     tmin = x
                 if not tmax >= x:
                     tmax = x
-                if x - x == 0.0:
+                if math.isfinite(x):
                     nfin += 1
                     if icold < 0 or x < temps[i, icold]:
                         icold = j
@@ -329,9 +343,21 @@ def _loop(  # type: ignore[no-untyped-def]
                 count = nt
                 kind = KIND_TEMPS
                 shifted = False
+            # the loosest level: a cell beyond none of them, its channels all idle, is done
+            loosest = np.inf if over else -np.inf
+            for lv in range(int(P[s, base])):
+                thr = P[s, base + 2 + lv]
+                if shifted:
+                    thr = thr + shift
+                loosest = min(loosest, thr) if over else max(loosest, thr)
+            quiet = busy[s, grp] == 0
             for c in range(count):
                 v = vals[c]
-                if not _step_levels(chs[s, c], P, s, base, over, v, shift, shifted, dt, kind, ev):
+                if quiet and not (v > loosest if over else v < loosest):
+                    continue
+                hit, moved = _step_levels(chs, s, c, P, base, over, v, shift, shifted, dt, kind, ev)
+                busy[s, grp] += moved
+                if not hit:
                     continue
                 for q in range(_event_order(P, s, base, ev, order)):
                     lv = order[q]
@@ -350,9 +376,10 @@ def _loop(  # type: ignore[no-untyped-def]
             base = P_SETS + (S_DIS + side) * SET_W
             if P[s, base] == 0:
                 continue
-            if not _step_levels(
-                poc[s, side], P, s, base, side == 0, crate, 0.0, False, dt, KIND_CURRENT, ev
-            ):
+            hit, _ = _step_levels(
+                poc, s, side, P, base, side == 0, crate, 0.0, False, dt, KIND_CURRENT, ev
+            )
+            if not hit:
                 continue
             for q in range(_event_order(P, s, base, ev, order)):
                 lv = order[q]
@@ -397,13 +424,13 @@ def _loop(  # type: ignore[no-untyped-def]
                 derated = True
                 if nfin > 0:
                     factor = np.nan  # below the first breakpoint: does not apply
-                    if tmin - tmin == 0.0:
+                    if math.isfinite(tmin):
                         for b in range(nb):
                             if P[s, P_DER + 1 + b] <= tmin:
                                 factor = P[s, P_DER + 1 + MAX_BREAKS + b]
                 else:
                     factor = P[s, P_DER + MAX_BREAKS + nb]  # no reading: the warmest band
-            known = sig - sig == 0.0
+            known = math.isfinite(sig)
             d = 4 * kind
             hit = False
             for lv in range(n_lv):
@@ -420,6 +447,13 @@ def _loop(  # type: ignore[no-untyped-def]
                 if L < 2:
                     back = sig < thr - h if over else sig > thr + h
                     clr = clr or back
+                if not recent:
+                    latch[s, L, lv] = NO_TS
+                ev[lv] = sdk.NONE
+                if not viol:
+                    idle = chs2[s, lv, 1] == 0 and chs2[s, lv, 0] == 0 and chs2[s, lv, 3] == 0
+                    if idle and chs2[s, lv, 5] == 0:
+                        continue  # idle and no raise condition: what the step would say
                 hold = recent and not viol and not clr
                 weight = int(np.rint(charge * 1000.0)) * dt if viol else 0
                 e = sdk.debounce_step(
@@ -429,8 +463,6 @@ def _loop(  # type: ignore[no-untyped-def]
                 ev[lv] = e
                 if e != sdk.NONE:
                     hit = True
-                if not recent:
-                    latch[s, L, lv] = NO_TS
             if not hit:
                 continue
             sensor = ihot if L == 1 else icold
@@ -474,7 +506,7 @@ def _loop(  # type: ignore[no-untyped-def]
                             vmin = x
                         if not vmax >= x:
                             vmax = x
-                        if x - x == 0.0:
+                        if math.isfinite(x):
                             nfc += 1
                 if vmin == vmin:
                     vmean = _finite_sum(cells[i], nc) / nfc if nfc > 0 else np.nan
@@ -500,7 +532,7 @@ class _Levels:
     hysteresis: float
 
 
-# level set -> (limit key, side, message subject, value format, state field)
+# level set (S_*) -> (limit key, side, message subject, value format)
 _SETS: tuple[tuple[str, str, str, str], ...] = (
     ("cell_voltage", "over", "cell", ".3f"),
     ("cell_voltage", "under", "cell", ".3f"),
@@ -512,7 +544,7 @@ _SETS: tuple[tuple[str, str, str, str], ...] = (
     ("charge_temperature", "over", "", ""),
     ("charge_current", "over", "", ""),
 )
-# version-1 channel key prefixes -> (state field, side index or None)
+# version-1 channel key prefixes -> (state field, side index or None, level set)
 _V1_PREFIXES: dict[str, tuple[str, int | None, int]] = {
     "cell_over_voltage": ("cell_over_voltage", None, S_OV),
     "cell_under_voltage": ("cell_under_voltage", None, S_UV),
@@ -522,7 +554,7 @@ _V1_PREFIXES: dict[str, tuple[str, int | None, int]] = {
     "pack_over_current:charge": ("pack_over_current", 1, S_CHG),
 }
 _V1_LATCHED = ("charge_under_temperature", "charge_over_temperature", "charge_over_current")
-_CODES = (
+_CODES = (  # alert codes by output code (model.json's order)
     "cell_over_voltage",
     "cell_under_voltage",
     "cell_over_temperature",
@@ -652,6 +684,7 @@ class VoltageMonitor(sdk.KernelModel):
             state["cell_under_voltage"],
             state["cell_over_temperature"],
             state["cell_under_temperature"],
+            state["busy"],
             state["pack_over_current"],
             state["charge_under_temperature"],
             state["charge_over_temperature"],
@@ -714,6 +747,10 @@ class VoltageMonitor(sdk.KernelModel):
                     row[lvl] = NO_TS if t is None else int(t)
         slot = state.get("last_slot")
         new["last_slot"] = NO_TS if slot is None else int(slot)
+        new["busy"] = [
+            sum(1 for row in new[f] for ch in row if ch[0] or ch[1] or ch[3] or ch[5])
+            for f in _CODES[:4]
+        ]
         return new
 
     # -- outputs -------------------------------------------------------------------------

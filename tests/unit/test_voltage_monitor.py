@@ -76,6 +76,7 @@ CHANNEL_FIELDS = (
     "cell_under_voltage",
     "cell_over_temperature",
     "cell_under_temperature",
+    "busy",
     "pack_over_current",
     "charge_under_temperature",
     "charge_over_temperature",
@@ -696,6 +697,7 @@ def test_v1_state_migrates_with_raised_alerts_still_raised():
     assert migrated["cell_under_voltage"][2][0] == [1000, 0, 0, 0, 0, 0, 0]
     assert migrated["latch"][0] == [T0 - 1000, vm_module.NO_TS, vm_module.NO_TS]
     assert migrated["last_slot"] == T0 // 60_000
+    assert migrated["busy"] == [1, 1, 0, 0]  # channels not idle: cell 17's and cell 2's
 
     out, new_state = model.process(chunk, json.loads(json.dumps(state)))
     # cell 17 and the pack clear on the 5th sample of their clear condition (5 s); the
