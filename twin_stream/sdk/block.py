@@ -94,6 +94,8 @@ def single_battery_block(
 ) -> Block:
     """A block of one battery in slot 0 (what a `Chunk` becomes)."""
     n = int(ts.size)
+    n_cells = cells.shape[1] if cells.ndim == 2 else 0
+    n_temps = temps.shape[1] if temps.ndim == 2 else 0
     return Block(
         np.zeros(n, dtype=np.int64),
         np.ascontiguousarray(ts, dtype=np.int64),
@@ -105,8 +107,8 @@ def single_battery_block(
         _matrix(temps, n),
         np.ascontiguousarray(soc, dtype=np.float64),
         np.ascontiguousarray(soh, dtype=np.float64),
-        np.array([cells.shape[1] if cells.ndim == 2 else 0], dtype=np.int64),
-        np.array([temps.shape[1] if temps.ndim == 2 else 0], dtype=np.int64),
+        np.array([n_cells], dtype=np.int64),
+        np.array([n_temps], dtype=np.int64),
     )
 
 

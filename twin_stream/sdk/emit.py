@@ -11,6 +11,9 @@ A kernel cannot build Python objects, so it writes each output as one row of `ou
 - CONF: an estimate's confidence 0..1 (NaN: none);
 - SEVERITY: an alert's severity, 0 info / 1 warning / 2 critical (-1: the manifest's).
 
+A model may ask for more columns after these (`KernelModel.extra_columns`): its own context
+of a row (e.g. what an alert's message quotes), written by its kernel, read by its `outputs`.
+
 A kernel checks room before a record (`room(out, n, k)`: k rows free) and, when there is none,
 returns early with the index of the record it did not process; the runner grows `out` and
 calls it again from there, so no output is ever lost and no state is advanced twice.
@@ -29,8 +32,8 @@ SEVERITIES = ("info", "warning", "critical")
 RAISED, CLEARED, ESTIMATE = 1, 0, -1
 
 
-def new_out(rows: int) -> npt.NDArray[np.float64]:
-    return np.empty((max(rows, 16), OUT_COLUMNS), dtype=np.float64)
+def new_out(rows: int, columns: int = OUT_COLUMNS) -> npt.NDArray[np.float64]:
+    return np.empty((max(rows, 16), columns), dtype=np.float64)
 
 
 @kernel

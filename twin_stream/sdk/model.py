@@ -30,6 +30,7 @@ from twin_stream.sdk.emit import (
     CELL,
     CODE,
     CONF,
+    OUT_COLUMNS,
     ROW,
     SEVERITIES,
     SEVERITY,
@@ -48,6 +49,7 @@ class KernelModel(Model):
 
     state_spec: ClassVar[StateSpec]
     is_kernel_model: ClassVar[bool] = True
+    extra_columns: ClassVar[int] = 0  # output columns after OUT_COLUMNS, the model's own
 
     def param_row(self) -> FloatArray:
         """This instance's parameters (and spec facts) as one float row; same length for every
@@ -166,7 +168,8 @@ def run_kernel(
     """Run `model` over the whole block; the emitted rows (growing the buffer as needed)."""
     n = len(blk)
     per_record = model.max_outputs_per_record(blk.cells.shape[1], blk.temps.shape[1])
-    out = new_out(max(64, n // 8 + per_record))
+    columns = OUT_COLUMNS + model.extra_columns
+    out = new_out(max(64, n // 8 + per_record), columns)
     parts: list[FloatArray] = []
     start = 0
     while True:
@@ -177,7 +180,7 @@ def run_kernel(
             parts.append(out[:written].copy())
             return np.concatenate(parts)
         if nxt == start and written == 0:
-            out = new_out(2 * out.shape[0] + per_record)  # not even one record fitted
+            out = new_out(2 * out.shape[0] + per_record, columns)  # not even one fitted
             continue
         parts.append(out[:written].copy())
         start = nxt
