@@ -360,17 +360,18 @@ async def bare_consumer(bootstrap: str, topic: str, n: int) -> float:
     )
     await c.start()
     try:
-        got = 0
+        seen = timed = 0
         t0: float | None = None
-        while got < n:
+        while seen < n:
             batch = await c.getmany(timeout_ms=1000, max_records=10_000)
             k = sum(len(v) for v in batch.values())
+            seen += k
             if k and t0 is None:
-                t0, got = time.monotonic(), 0
-                k = 0  # timed from the first batch on
-            got += k
+                t0 = time.monotonic()  # timed from the first batch on, which is not counted
+                continue
+            timed += k
         assert t0 is not None
-        return got / (time.monotonic() - t0)
+        return timed / (time.monotonic() - t0)
     finally:
         await c.stop()
 

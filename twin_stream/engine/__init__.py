@@ -475,29 +475,39 @@ class Engine:
         return True
 
     def _block(self, rel: Records, rel_slot: IntArray, admitted: IntArray, dt: IntArray) -> Block:
-        slot = rel_slot[admitted]
-        d = dt[admitted]
+        """The admitted records as the models' block: gaps marked, the current's sign
+        applied, cells and temperatures as wide as the widest battery. Its arrays are its
+        own (the plausibility stage masks cells in place)."""
+        n = len(rel)
+        if admitted.size == n and bool(np.all(admitted == np.arange(n))):
+            idx: Any = slice(None)  # everything admitted, in order (the common case): no gather
+            cells, temps = rel.cells.copy(), rel.temps
+        else:
+            idx = admitted
+            cells, temps = rel.cells[admitted], rel.temps[admitted]
+        slot = rel_slot[idx]
+        d = dt[idx]
         first = d == 0
         # a battery's first sample ever has dt 0 and no previous sample; equal timestamps
         # never pass admission, so dt 0 means exactly that
-        gap = np.zeros(admitted.size, dtype=np.bool_)
+        gap = np.zeros(d.size, dtype=np.bool_)
         adm.gaps(
             slot, d, first, self.a.history, self.a.hcount, self.max_gap_ms, self.gap_factor, gap
         )
-        cur = rel.current[admitted] * self.a.sign[slot]
+        cur = rel.current[idx] * self.a.sign[slot]
         width_c = max(0, int(self.a.lock_cells.max(initial=0)))
         width_t = max(0, int(self.a.lock_temps.max(initial=0)))
         return Block(
             slot,
-            rel.ts[admitted],
+            rel.ts[idx],
             d,
             gap,
             cur,
-            rel.voltage[admitted],
-            _fit(rel.cells[admitted], width_c),
-            _fit(rel.temps[admitted], width_t),
-            rel.soc[admitted],
-            rel.soh[admitted],
+            rel.voltage[idx],
+            _fit(cells, width_c),
+            _fit(temps, width_t),
+            rel.soc[idx],
+            rel.soh[idx],
             np.maximum(self.a.lock_cells, 0),
             np.maximum(self.a.lock_temps, 0),
         )
@@ -537,15 +547,13 @@ class Engine:
         become NaN in the block the models get, and raise `sensor_fault`."""
         assert self.plaus is not None
         self.plaus.ensure(len(self.ids), blk.cells.shape[1], blk.temps.shape[1])
-        masked = blk.with_cells(np.array(blk.cells, dtype=np.float64, order="C", copy=True))
+        nan_before = int(np.count_nonzero(np.isnan(blk.cells)))
+        masked = blk  # the block's cells are its own (`_block`): masked in place
         outs += [
             (i, _PLAUS_STAGE, q, a) for q, (i, a) in enumerate(self.plaus.run(masked, self.ids))
         ]
-        removed = int(np.count_nonzero(np.isnan(masked.cells))) - int(
-            np.count_nonzero(np.isnan(blk.cells))
-        )
-        self.metrics.implausible += removed
-        return masked if removed else blk
+        self.metrics.implausible += int(np.count_nonzero(np.isnan(masked.cells))) - nan_before
+        return masked
 
     def _emit(self, blk: Block, outs: list[tuple[int, int, int, Output]], res: BlockResult) -> None:
         if not outs:
@@ -647,10 +655,11 @@ class Engine:
 
 
 def _fit(m: npt.NDArray[np.float64], width: int) -> npt.NDArray[np.float64]:
+    """`m` with `width` columns, C-contiguous (the kernels are compiled for that layout)."""
     if m.shape[1] == width:
-        return m
+        return np.ascontiguousarray(m)
     if m.shape[1] > width:
-        return m[:, :width]
+        return np.ascontiguousarray(m[:, :width])
     out = np.full((m.shape[0], width), np.nan)
     out[:, : m.shape[1]] = m
     return out

@@ -93,11 +93,16 @@ def gaps(slot, dt, first, history, count, max_gap_ms, gap_factor, gap):  # type:
         c = count[s]
         limit = max_gap_ms
         if gap_factor > 0.0:
-            for k in range(c):
-                win[k] = history[s, WINDOW - c + k]
-            win[c] = d
-            w = np.sort(win[: c + 1])
-            typical = w[c // 2]
+            # the lower median of the last c intervals and this one: insertion sort in place
+            # (at most 16 values; no allocation per record)
+            for k in range(c + 1):
+                v = d if k == c else history[s, WINDOW - c + k]
+                j = k
+                while j > 0 and win[j - 1] > v:
+                    win[j] = win[j - 1]
+                    j -= 1
+                win[j] = v
+            typical = win[c // 2]
             limit = max(max_gap_ms, math.floor(gap_factor * typical))
         gap[i] = d > limit
         for k in range(WINDOW - 1):  # shift in the new interval
