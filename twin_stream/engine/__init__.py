@@ -38,15 +38,17 @@ from twin_stream.battery.spec import BatterySpec
 from twin_stream.codec import DeadLetter, Row, dead_letter, iso_ms, output_record
 from twin_stream.config.settings import Settings, SettingsError
 from twin_stream.engine import admit as adm
+from twin_stream.engine import blob
 from twin_stream.engine.metrics import BlockResult, Metrics, Result
 from twin_stream.engine.plausibility import Plausibility
 from twin_stream.engine.slots import COUNTERS, SlotArrays
-from twin_stream.engine.stages import KernelStage, Stage, segments, stage_for
+from twin_stream.engine.stages import ChunkStage, KernelStage, Stage, segments, stage_for
 from twin_stream.records import Records
 from twin_stream.sdk.block import Block
 from twin_stream.sdk.contract import ContractError, Model
 from twin_stream.sdk.outputs import Alert, Estimate, Output
 from twin_stream.sdk.registry import discover_models
+from twin_stream.sdk.state import StateArrays
 
 __all__ = ["ENGINE_MODEL", "STATE_SCHEMA", "BlockResult", "Engine", "Metrics", "Result"]
 
@@ -236,14 +238,86 @@ class Engine:
         version = 0 if not stored else stored.get("version")
         return bool(version == self.a.versions[s])
 
+    # -- compact state, for the agents' table ---------------------------------------------
+    def _kernel_stages(self) -> list[KernelStage]:
+        out = [self.plaus] if self.plaus is not None else []
+        return out + [st for st in self.stages if isinstance(st, KernelStage)]
+
+    def encode_states(
+        self, battery_ids: Sequence[str], extra: Sequence[dict[str, Any]] | None = None
+    ) -> list[bytes]:
+        """The batteries' states as compact blobs (`twin_stream.engine.blob`): every kernel
+        stage's rows gathered for all of them at once and packed by one compiled pass;
+        `extra[i]` goes into battery i's header (the agents' `seen`, `stale`)."""
+        slots = np.array([self.slot_of[b] for b in battery_ids], dtype=np.int64)
+        stages = self._kernel_stages()
+        mats = [st.state.gather(slots) for st in stages]
+        body = np.concatenate(mats, axis=1) if mats else np.zeros((slots.size, 0), np.uint8)
+        described = [
+            [
+                st.name,
+                st.state.spec.version,
+                st.state.widths.cells,
+                st.state.widths.temps,
+                int(m.shape[1]),
+                st.state.layout(),
+            ]
+            for st, m in zip(stages, mats, strict=True)
+        ]
+        packed = blob.pack(body)
+        out = []
+        for k, bid in enumerate(battery_ids):
+            s = int(slots[k])
+            h = self._engine_part(bid, s)
+            h["stages"] = described
+            h["body"] = int(body.shape[1])
+            py = {st.name: st.dump(s, 0, 0) for st in self.stages if isinstance(st, ChunkStage)}
+            if py:
+                h["py"] = py
+            if extra is not None:
+                h.update(extra[k])
+            out.append(blob.encode(h, packed[k]))
+        return out
+
+    def load_blob(self, battery_id: str, data: bytes) -> dict[str, Any]:
+        """Load a blob `encode_states` wrote; returns its header. A stage whose state layout
+        changed since is read with the layout the blob names and migrated by its model."""
+        h, body = blob.split(data)
+        s = self.load_state(battery_id, {**h, "models": h.get("py", {})})
+        row = blob.unpack(body, int(h["body"]))
+        by_name = {st.name: st for st in self._kernel_stages()}
+        pos = 0
+        for name, version, wc, wt, n, layout in h["stages"]:
+            part = row[pos : pos + n]
+            pos += n
+            stage = by_name.get(name)
+            if stage is None:
+                continue  # a model no longer enabled
+            if version == stage.state.spec.version and layout == stage.state.layout():
+                stage.state.scatter(s, part, wc, wt)
+                continue
+            old = StateArrays.from_layout(layout, version)
+            old.scatter(0, part, wc, wt)
+            stage.load(s, old.to_dict(0, wc, wt))  # the model's migrate() decides
+        return h
+
     def dump_state(self, battery_id: str) -> State:
         """The battery's state as a JSON-able dict (what `load_state` reads back)."""
         s = self.slot_of.get(battery_id)
         if s is None:
             return self.new_state(battery_id)
         nc, nt = int(self.a.lock_cells[s]), int(self.a.lock_temps[s])
+        st = self._engine_part(battery_id, s)
+        st["models"] = {g.name: g.dump(s, max(nc, 0), max(nt, 0)) for g in self.stages}
+        if self.plaus is not None:
+            st["plausibility"] = self.plaus.dump(s, max(nc, 0), max(nt, 0))
+        return st
+
+    def _engine_part(self, battery_id: str, s: int) -> State:
+        """What the engine itself keeps of a battery (no model state)."""
+        nc, nt = int(self.a.lock_cells[s]), int(self.a.lock_temps[s])
         c = int(self.a.hcount[s])
-        st: State = {
+        return {
             "schema": STATE_SCHEMA,
             "version": int(self.a.versions[s]),
             "battery_id": battery_id,
@@ -253,12 +327,8 @@ class Engine:
             "n_cells": None if nc < 0 else nc,
             "n_temps": None if nt < 0 else nt,
             "intervals": self.a.history[s, adm.WINDOW - c :].tolist() if c else [],
-            "models": {st.name: st.dump(s, max(nc, 0), max(nt, 0)) for st in self.stages},
             "counters": dict(zip(COUNTERS, self.a.counters[s].tolist(), strict=True)),
         }
-        if self.plaus is not None:
-            st["plausibility"] = self.plaus.dump(s, max(nc, 0), max(nt, 0))
-        return st
 
     def _future_limit(self) -> int:
         return int(self.clock() * 1000) + self.skew_ms

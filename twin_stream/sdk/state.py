@@ -121,6 +121,60 @@ class StateArrays:
             else:
                 a[slots] = rows
 
+    def gather(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
+        """The rows of `slots` as bytes, fields in spec order at the current widths: (k, n)."""
+        k = int(slots.size)
+        parts = [
+            np.ascontiguousarray(a[slots]).reshape(k, -1).view(np.uint8)
+            for a in self.arrays.values()
+        ]
+        if not parts:
+            return np.zeros((k, 0), dtype=np.uint8)
+        return np.concatenate(parts, axis=1)
+
+    def layout(self) -> str:
+        """The fields as `name:dtype:dims` (what `gather` writes, in order), e.g.
+        ``peak:float64:,slot:int64:,channel:int64:7``; `StateArrays.from_layout` reads it."""
+        return ",".join(
+            f"{name}:{f.dtype}:{'.'.join(str(d) for d in f.dims())}"
+            for name, f in self.spec.fields.items()
+        )
+
+    @staticmethod
+    def from_layout(layout: str, version: int) -> StateArrays:
+        """Arrays of the layout a blob was written with (an older version's fields)."""
+        fields: dict[str, Any] = {}
+        for item in layout.split(",") if layout else []:
+            name, dtype, dims = item.split(":")
+            shape = [int(d) if d.isdigit() else d for d in dims.split(".") if d]
+            fields[name] = {"dtype": dtype, "shape": shape or None}
+        return StateArrays(StateSpec.model_validate({"version": version, "fields": fields}))
+
+    def row_bytes(self, cells: int, temps: int) -> int:
+        """Bytes of one row written by `gather` at widths (cells, temps)."""
+        return sum(
+            int(np.prod(self._shape(f, 1, cells, temps))) * np.dtype(_DTYPES[f.dtype]).itemsize
+            for f in self.spec.fields.values()
+        )
+
+    def scatter(self, slot: int, row: npt.NDArray[np.uint8], cells: int, temps: int) -> None:
+        """Slot `slot` from bytes `gather` wrote at widths (cells, temps)."""
+        self.ensure(self.capacity, cells, temps)
+        pos = 0
+        for name, f in self.spec.fields.items():
+            shape = self._shape(f, 1, cells, temps)[1:]
+            dtype = np.dtype(_DTYPES[f.dtype])
+            n = int(np.prod(shape)) * dtype.itemsize
+            vals = row[pos : pos + n].view(dtype).reshape(shape)
+            pos += n
+            a = self.arrays[name]
+            if not shape:
+                a[slot] = vals
+                continue
+            a[slot] = self._init(f)
+            index: Any = (slot, *(slice(0, d) for d in shape))
+            a[index] = vals
+
     def to_dict(self, slot: int, n_cells: int, n_temps: int) -> dict[str, Any]:
         """One battery's state as a JSON-able dict (with the state version)."""
         out: dict[str, Any] = {"version": self.spec.version}

@@ -1,0 +1,121 @@
+"""Battery states as compact bytes, for the agents' changelog-backed table.
+
+A state is mostly counters at rest (debounce channels of every cell, stuck-run lengths):
+tens of kB of arrays that are nearly all zero. Written once per battery per chunk, as JSON
+it cost more than the whole engine (faust's json loads was 39 % of a fleet-shape worker).
+Here the engine's small part (frontier, counts, counters, the reorder buffer) is a JSON
+header, and every stage's slot rows are gathered for all batteries of a chunk at once, cut
+into 8-byte words and packed by one compiled pass: a bitmap of the non-zero words, then those
+words. A battery whose channels are idle writes a few hundred bytes, and reading a blob's
+header (its version, to skip reloading a resident battery) does not touch the body.
+
+    MAGIC | u32 header length | header (JSON) | packed body
+
+The header names each stage, its state version and the widths (cells, sensors) its rows
+were written with, so a blob reads back into an engine serving other widths.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from twin_stream.sdk.jit import kernel
+
+MAGIC = b"TWS\x01"
+_LEN = struct.Struct("<I")
+U8 = npt.NDArray[np.uint8]
+
+
+class BlobError(ValueError):
+    """Bytes that are not a state blob of this format."""
+
+
+@kernel
+def pack_rows(words, out, offsets):  # type: ignore[no-untyped-def]
+    """Rows of uint64 `words` (k, m) packed into `out`: per row a bitmap of its non-zero words
+    (ceil(m / 8) bytes) then those words, little endian; row r at out[offsets[r]:offsets[r+1]]."""
+    k, m = words.shape
+    nb = (m + 7) // 8
+    pos = 0
+    for r in range(k):
+        offsets[r] = pos
+        bm = pos
+        for b in range(nb):
+            out[bm + b] = 0
+        pos += nb
+        for j in range(m):
+            w = words[r, j]
+            if w != 0:
+                out[bm + (j >> 3)] |= np.uint8(1 << (j & 7))
+                for b in range(8):
+                    out[pos + b] = np.uint8((w >> np.uint64(8 * b)) & np.uint64(0xFF))
+                pos += 8
+    offsets[k] = pos
+
+
+@kernel
+def unpack_row(buf, m, words):  # type: ignore[no-untyped-def]
+    """The inverse of `pack_rows` for one row of m words (words zeroed by the caller)."""
+    nb = (m + 7) // 8
+    pos = nb
+    for j in range(m):
+        if buf[j >> 3] & (1 << (j & 7)):
+            w = np.uint64(0)
+            for b in range(8):
+                w |= np.uint64(buf[pos + b]) << np.uint64(8 * b)
+            words[j] = w
+            pos += 8
+    return pos
+
+
+def pack(body: U8) -> list[bytes]:
+    """Each row of `body` (k, n bytes, n a multiple of 8) packed."""
+    k, n = body.shape
+    if n % 8:
+        body = np.hstack([body, np.zeros((k, 8 - n % 8), dtype=np.uint8)])
+    words = np.ascontiguousarray(body).view(np.uint64)
+    m = words.shape[1]
+    out = np.empty(k * ((m + 7) // 8 + 8 * m), dtype=np.uint8)
+    offsets = np.empty(k + 1, dtype=np.int64)
+    pack_rows(words, out, offsets)
+    mv = out.data
+    return [bytes(mv[offsets[r] : offsets[r + 1]]) for r in range(k)]
+
+
+def unpack(packed: bytes | memoryview, n: int) -> U8:
+    """One packed row back as n bytes."""
+    m = (n + 7) // 8
+    words = np.zeros(m, dtype=np.uint64)
+    end = unpack_row(np.frombuffer(packed, dtype=np.uint8), m, words)
+    if end != len(packed):
+        raise BlobError(f"packed state body of {len(packed)} bytes, expected {end}")
+    return words.view(np.uint8)[:n]
+
+
+def encode(header: dict[str, Any], packed_body: bytes) -> bytes:
+    h = orjson.dumps(header)
+    return MAGIC + _LEN.pack(len(h)) + h + packed_body
+
+
+def split(blob: bytes) -> tuple[dict[str, Any], memoryview]:
+    """(header, packed body) of a blob."""
+    if blob[:4] != MAGIC:
+        raise BlobError("not a twin-stream state blob (magic)")
+    (n,) = _LEN.unpack_from(blob, 4)
+    header = orjson.loads(memoryview(blob)[8 : 8 + n])
+    return header, memoryview(blob)[8 + n :]
+
+
+def header(blob: bytes) -> dict[str, Any]:
+    return split(blob)[0]
+
+
+def with_header(blob: bytes, **updates: Any) -> bytes:
+    """The blob with header fields replaced (the body reused as is)."""
+    h, body = split(blob)
+    return encode({**h, **updates}, bytes(body))
