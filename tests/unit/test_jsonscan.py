@@ -106,6 +106,7 @@ def _reference(text: str) -> float | None:
         b = simdjson.Parser().parse(text.encode())
     except (RuntimeError, ValueError):  # simdjson refuses integers beyond 64 bits
         return float(a)
+    assert isinstance(b, int | float)
     assert _bits(float(a)) == _bits(float(b)), text
     return float(a)
 
