@@ -45,6 +45,7 @@ from twin_stream.sdk.outputs import Alert, Estimate, Output
 
 if TYPE_CHECKING:
     from twin_stream.config.settings import Settings
+    from twin_stream.jsonscan import Scanner
     from twin_stream.records import Records
 
 NAN = math.nan
@@ -290,6 +291,7 @@ class Decoder:
         from twin_stream.fastjson import FastDecoder
 
         self.fast = FastDecoder(max_bytes, self.markers)
+        self._scanner: Scanner | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Decoder:
@@ -383,18 +385,26 @@ class Decoder:
             if dead_origin is not None:
                 dead_origin.extend([i] * (len(dead) - n_dead))
 
+    @property
+    def scanner(self) -> Scanner:
+        """The compiled JSON scanner with this decoder's limits and markers (made once)."""
+        if self._scanner is None:
+            from twin_stream.jsonscan import Scanner
+
+            self._scanner = Scanner(self.max_bytes, self.markers)
+        return self._scanner
+
     def decode_records(
-        self, items: list[tuple[Any, str]], *, arrow: bool = False
+        self, items: list[tuple[Any, str]], *, scan: bool = True
     ) -> tuple[Records, list[DeadLetter]]:
         """`decode_many` + `Records.from_rows`: the same records, dead letters and order.
 
-        `arrow`: plain JSON messages in bulk through Arrow's JSON reader and vectorised checks
-        (`twin_stream.columnar.decode_records`). Measured on 96-cell records it is no faster
-        than the simdjson path on one core (Arrow keeps every number as text and converts
-        list<double> columns in a second pass: 3/4 of its time), so it is off by default."""
+        `scan` (default): bytes messages, when no `field_map` is set, through the compiled
+        scanner (`twin_stream.columnar.decode_records`), everything it does not accept one
+        by one through `decode_many`. `scan=False`: `decode_many` + `from_rows` itself."""
         from twin_stream.records import Records
 
-        if arrow:
+        if scan:
             from twin_stream.columnar import decode_records
 
             return decode_records(self, items)

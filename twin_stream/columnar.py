@@ -1,40 +1,41 @@
-"""Decoding straight into columns (`Records`): JSON messages in bulk through Arrow's JSON
-reader, and Arrow tables (Parquet, CSV) validated as whole columns.
+"""Decoding straight into columns (`Records`): JSON messages and JSON Lines blocks through
+the compiled scanner (`twin_stream.jsonscan`), and Arrow tables (Parquet, CSV) validated as
+whole columns.
 
 It is an optimisation with a fallback, never a second rule book (like `twin_stream.fastjson`):
-`validate` applies the rules of `codec.lean_row` to whole columns with numpy/pyarrow.compute
-(battery_id pattern, ts an integer in range or an RFC 3339 text, current a number in range,
-optional fields and channels out of range or equal to a marker -> NaN and counted in
-`degraded`, arrays of 1..1024 numbers or nulls, seq a non-negative integer), and returns which
-rows it accepts. Every other row goes through the per-record decoder (`Decoder.decode_many`
-/ `decode_object`), which decides and gives the dead letter its reason, so the output is the
-one of `decode_many` + `Records.from_rows`, in the same order.
+each fast path accepts only the records it is sure of, and every other record goes through the
+per-record decoder (`Decoder.decode_many` / `decode_object`: simdjson, then msgspec, then
+pydantic for the reason), which decides and gives the dead letter its reason. The output is
+the one of `decode_many` + `Records.from_rows`, in the same order: the two parts are merged by
+each record's position (`merge_ordered`).
 
-JSON in bulk (`decode_records`): the plain messages (bytes, at most `max_bytes`, one object,
-depth at most 2, no newline inside, no NaN/Infinity literal that Arrow's parser would accept
-and the codec refuses) are joined by newlines and read by `pyarrow.json.read_json` with an
-explicit schema (ts inferred: integers, or RFC 3339 text read again as text). The screen runs
-on the joined buffer: `bytes.translate` keeps only `{`, `[` and newlines, and one regex checks
-that every message left exactly `{`, `{[` or `{[[`; only when it fails are messages checked
-one by one. Depth matters: Arrow's JSON parser recurses, and nesting 10,000 deep crashes the
-process. A range Arrow cannot read (a duplicate key, a wrong type, an integer wider than 64
-bits, invalid UTF-8) is cut in halves until the offending messages are found (a poison message
-costs about three parses of its block), and those go one by one through `decode_many` (the
-simdjson fast path, then the slow path). Rows with an extra key of non-null value also go one
-by one (an extra key with a null value is ignored both ways).
+JSON (`decode_records`, `decode_lines`): the messages are one buffer (Kafka messages joined
+by newlines with one `bytes.join`; a JSON Lines block as read from the file) scanned by
+`jsonscan.Scanner`, which applies the field rule itself; `raw`/`source` of the accepted
+records are `Lazy` (made only for a record that becomes a dead letter), line numbers of a
+JSON Lines block come from the kernel.
+
+Arrow tables (`validate`, `decode_table`): `validate` applies the rules of `codec.lean_row`
+to whole columns with numpy/pyarrow.compute (battery_id pattern, ts an integer in range or an
+RFC 3339 text, current a number in range, optional fields and channels out of range or equal
+to a marker -> NaN and counted in `degraded`, arrays of 1..1024 numbers or nulls, seq a
+non-negative integer), and returns which rows it accepts.
+
+(An earlier bulk JSON path through `pyarrow.json.read_json` was removed: on 96-cell records it
+was no faster than simdjson per record, its list<double> conversion dominating, and the
+scanner is several times faster than both.)
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 
 from schemas.telemetry import LIMITS, parse_rfc3339_ms
 from twin_stream.codec import (
@@ -51,39 +52,13 @@ from twin_stream.records import Lazy, Records
 
 if TYPE_CHECKING:
     from twin_stream.codec import Decoder
+    from twin_stream.jsonscan import Scan
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-FIELDS = (
-    "battery_id",
-    "ts",
-    "current",
-    "voltage",
-    "cell_voltages",
-    "temperatures",
-    "soc",
-    "soh",
-    "seq",
-)
-_SCHEMA = pa.schema(
-    [
-        ("battery_id", pa.string()),
-        ("current", pa.float64()),
-        ("voltage", pa.float64()),
-        ("cell_voltages", pa.list_(pa.float64())),
-        ("temperatures", pa.list_(pa.float64())),
-        ("soc", pa.float64()),
-        ("soh", pa.float64()),
-        ("seq", pa.int64()),
-    ]
-)  # ts is inferred (int64, or text) unless read again as text
-_SCHEMA_TS_TEXT = _SCHEMA.append(pa.field("ts", pa.string()))
 _ID_RE2 = LIMITS["battery_id_pattern"]
-_SHAPES = re.compile(rb"(?:\{\[{0,2}\n)*")  # what a screened message may leave: {, {[ or {[[
-_KEEP = bytes(b for b in range(256) if b not in b"{[\n")
-_MIN_SPLIT = 16  # below this many messages an unreadable range goes one by one
 
 
 class Columns:
@@ -288,129 +263,81 @@ def validate(cols: Columns, markers: Markers) -> tuple[Records, BoolArray]:
     return rec, ok
 
 
-# --- JSON messages in bulk -------------------------------------------------------------------
+# --- JSON through the scanner ----------------------------------------------------------------
 
 
-def _screen(payloads: list[bytes], joined: bytes) -> BoolArray:
-    """Which messages Arrow may read: one object, depth <= 2, no newline, no NaN/Inf."""
-    n = len(payloads)
-    ok = np.ones(n, bool)
-    if _SHAPES.fullmatch(joined.translate(None, _KEEP)) is None:
-        ok = np.array(
-            [p.count(b"{") == 1 and p.count(b"[") <= 2 and b"\n" not in p for p in payloads],
-            dtype=bool,
-        ).reshape(n)
-    if b"NaN" in joined or b"Inf" in joined:
-        ok &= np.array([b"NaN" not in p and b"Inf" not in p for p in payloads], bool).reshape(n)
-    return ok
-
-
-def _read(buf: pa.Buffer, n: int, markers: Markers) -> tuple[Records, BoolArray] | None:
-    """Read `n` newline-terminated messages from `buf`; None if Arrow cannot."""
-    opts = pj.ReadOptions(block_size=max(1 << 22, buf.size // 4 + 1))
-    try:
-        tbl = pj.read_json(
-            pa.BufferReader(buf),
-            read_options=opts,
-            parse_options=pj.ParseOptions(
-                explicit_schema=_SCHEMA, unexpected_field_behavior="infer"
-            ),
-        )
-        if "ts" in tbl.column_names and (
-            pa.types.is_timestamp(tbl.schema.field("ts").type)
-            or pa.types.is_string(tbl.schema.field("ts").type)
-        ):
-            tbl = pj.read_json(
-                pa.BufferReader(buf),
-                read_options=opts,
-                parse_options=pj.ParseOptions(
-                    explicit_schema=_SCHEMA_TS_TEXT, unexpected_field_behavior="infer"
-                ),
-            )
-        if tbl.num_rows != n:
-            return None
-        ts_type = tbl.schema.field("ts").type if "ts" in tbl.column_names else pa.null()
-        if not (
-            pa.types.is_integer(ts_type) or pa.types.is_string(ts_type) or pa.types.is_null(ts_type)
-        ):
-            return None  # e.g. 1.5 somewhere: find it
-        extra = np.zeros(n, bool)
-        for name in tbl.column_names:
-            if name not in FIELDS:
-                extra |= _valid(tbl.column(name).combine_chunks())
-        rec, ok = validate(Columns.of_table(tbl), markers)
-    except Exception:  # ArrowInvalid, UnicodeDecodeError, ...: find the messages
-        return None
-    if extra.any():
-        keep = ~extra[ok]
-        rec = rec.take(np.flatnonzero(keep))
-        ok &= ~extra
-    return rec, ok
+def _slow(
+    decoder: Decoder, items: list[tuple[Any, str]], where: IntArray
+) -> tuple[list[tuple[Records, IntArray]], list[DeadLetter]]:
+    """`items` (at positions `where`) one by one through `decode_many`."""
+    dead: list[DeadLetter] = []
+    if not items:
+        return [], dead
+    rows: list[Row] = []
+    origin: list[int] = []
+    decoder.decode_many(items, rows, dead, origin)
+    if not rows:
+        return [], dead
+    return [(Records.from_rows(rows), where[np.array(origin, dtype=np.int64)])], dead
 
 
 def decode_records(
     decoder: Decoder, items: list[tuple[Any, str]]
 ) -> tuple[Records, list[DeadLetter]]:
-    """`decoder.decode_many(items)` + `Records.from_rows`, in bulk where it can."""
+    """`decoder.decode_many(items)` + `Records.from_rows`, the bytes messages through the
+    scanner (joined by newlines; the scanner reads each by its offsets)."""
     n = len(items)
     if n == 0:
         return Records.empty(), []
-    max_bytes = decoder.max_bytes
-    plain: list[int] = []
-    if not decoder.field_map:
-        plain = [
-            i
-            for i, (p, _) in enumerate(items)
-            if type(p) is bytes and 0 < len(p) <= max_bytes and not p.isspace()
-        ]
-    parts: list[Records] = []
-    part_idx: list[IntArray] = []
-    rest = np.ones(n, bool)  # items decided one by one
-    if plain:
-        payloads = [items[i][0] for i in plain]
-        plain_a = np.array(plain, dtype=np.int64)
-        joined0 = b"\n".join(payloads) + b"\n"
-        screened = _screen(payloads, joined0)
-        if not screened.all():
-            payloads = [p for p, s in zip(payloads, screened.tolist(), strict=True) if s]
-            plain_a = plain_a[screened]
-            joined = b"\n".join(payloads) + b"\n" if payloads else b""
-        else:
-            joined = joined0
-        lens = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads)) + 1
-        ends = np.cumsum(lens)
-        buf = pa.py_buffer(joined)
+    payloads = list(map(itemgetter(0), items))
+    if decoder.field_map:  # renamed fields: one by one
+        is_bytes = np.zeros(n, bool)
+    elif set(map(type, payloads)) == {bytes}:
+        is_bytes = np.ones(n, bool)
+    else:
+        is_bytes = np.fromiter((type(p) is bytes for p in payloads), dtype=bool, count=n)
+    sel = np.flatnonzero(is_bytes)
+    parts: list[tuple[Records, IntArray]] = []
+    left = np.ones(n, bool)
+    if sel.size:
+        msgs = payloads if sel.size == n else [payloads[i] for i in sel.tolist()]
+        lens = np.fromiter(map(len, msgs), dtype=np.int64, count=len(msgs))
+        ends = np.cumsum(lens + 1) - 1
+        starts = ends - lens
+        got = decoder.scanner.messages(b"\n".join(msgs), starts, ends)
+        acc = sel[got.ok]
+        rec = got.records
+        rec.raw = Lazy.of(payloads.__getitem__, acc)
+        rec.source = Lazy.of(lambda i: items[i][1], acc)
+        parts.append((rec, acc))
+        left[acc] = False
+    rest = np.flatnonzero(left)
+    slow, dead = _slow(decoder, [items[i] for i in rest.tolist()], rest)
+    return merge_ordered(parts + slow), dead
 
-        def bulk(a: int, b: int) -> None:
-            """Messages a..b-1 of the screened ones; halves where Arrow fails."""
-            start = int(ends[a - 1]) if a else 0
-            got = _read(buf.slice(start, int(ends[b - 1]) - start), b - a, decoder.markers)
-            if got is not None:
-                rec, ok = got
-                where = plain_a[a:b][ok]
-                rec.raw = [items[i][0] for i in where.tolist()]
-                rec.source = [items[i][1] for i in where.tolist()]
-                parts.append(rec)
-                part_idx.append(where)
-                rest[where] = False
-            elif b - a > _MIN_SPLIT:
-                mid = (a + b) // 2
-                bulk(a, mid)
-                bulk(mid, b)
 
-        if payloads:
-            bulk(0, len(payloads))
-    left = np.flatnonzero(rest)
-    dead: list[DeadLetter] = []
-    if left.size:
-        rows: list[Row] = []
-        origin: list[int] = []
-        sub = [items[i] for i in left.tolist()]
-        decoder.decode_many(sub, rows, dead, origin)
-        if rows:
-            parts.append(Records.from_rows(rows))
-            part_idx.append(left[np.array(origin, dtype=np.int64)])
-    return merge_ordered(list(zip(parts, part_idx, strict=True))), dead
+def decode_lines(
+    decoder: Decoder, got: Scan, data: bytes | bytearray, name: str, line0: int
+) -> tuple[Records, list[DeadLetter]]:
+    """The records and dead letters of a JSON Lines block `data` scanned into `got`
+    (`Scanner.lines`); `line0`: newlines of the file before the scan's start. Sources are
+    `name:line`, payloads the stripped lines, as `RecordReader.blocks` gives them."""
+    starts, ends = got.starts, got.ends
+    lineno = got.line + (line0 + 1)
+
+    def raw(r: int) -> bytes:
+        return bytes(data[starts[r] : ends[r]])
+
+    def source(r: int) -> str:
+        return f"{name}:{lineno[r]}"
+
+    acc = np.flatnonzero(got.ok)
+    rec = got.records
+    rec.raw = Lazy.of(raw, acc)
+    rec.source = Lazy.of(source, acc)
+    rest = np.flatnonzero(~got.ok)
+    slow, dead = _slow(decoder, [(raw(r), source(r)) for r in rest.tolist()], rest)
+    return merge_ordered([(rec, acc), *slow]), dead
 
 
 def decode_table(

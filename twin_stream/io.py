@@ -3,7 +3,8 @@ Format follows the file suffix.
 
 `RecordReader.blocks` yields raw records with their source (`file:line`, `file:row N`) for the
 per-record decoder; `RecordReader.records` yields decoded columns (`Records`) and dead letters,
-the same ones, fast: JSON Lines through the codec's bulk path on the file's bytes, Parquet and
+the same ones, fast: JSON Lines as byte blocks through the compiled scanner
+(`twin_stream.jsonscan`, no Python per line), Parquet and
 CSV as Arrow columns validated whole (`twin_stream.columnar.validate`), only the rows it does
 not accept going through the per-record decoder, as dicts like those `blocks` yields.
 
@@ -141,21 +142,73 @@ class RecordReader:
     # --- decoded columns ---------------------------------------------------------------
 
     def records(
-        self, size: int, decoder: Decoder | None = None, *, arrow_json: bool = False
+        self, size: int, decoder: Decoder | None = None
     ) -> Iterator[tuple[Records, list[DeadLetter]]]:
         """Blocks of about `size` records decoded into columns, with their dead letters: the
-        records and dead letters `decoder.decode_many` makes of `blocks(size)`, in order.
-        `arrow_json`: JSON Lines through the Arrow bulk path (see `Decoder.decode_records`)."""
+        records and dead letters `decoder.decode_many` makes of `blocks(size)`, in order
+        (JSON Lines: the same blocks)."""
         from twin_stream.codec import Decoder
 
         dec = decoder if decoder is not None else Decoder()
         if self.format == "jsonl":
-            for items in self._jsonl(size):
-                yield dec.decode_records(items, arrow=arrow_json)
+            if dec.field_map:
+                for items in self._jsonl(size):
+                    yield dec.decode_records(items)
+            else:
+                yield from self._jsonl_records(size, dec)
         elif self.format == "parquet":
             yield from self._parquet_records(size, dec)
         else:
             yield from self._csv_records(size, dec)
+
+    def _jsonl_records(self, size: int, dec: Decoder) -> Iterator[tuple[Records, list[DeadLetter]]]:
+        """JSON Lines in byte blocks cut at a newline, each meant to hold `size` lines (bytes
+        per line measured as it goes), scanned whole by the compiled scanner: blocks of
+        exactly `size` non-blank lines, like `blocks`. Each block is read into a fresh
+        buffer (the records' `raw` refer to it) after what the last one left; a block that
+        turns out short of lines is read further and scanned again."""
+        from twin_stream.columnar import decode_lines
+
+        name = self.path.name
+        scanner = dec.scanner
+        data = bytearray()
+        pos = end = 0  # data[pos:end]: read, not yet decoded
+        base = 0  # file offset of data[0]
+        line0 = 0  # newlines before data[pos]
+        per_line = 0.0  # bytes per line, measured
+        eof = False
+        with self.path.open("rb") as f:
+            while True:
+                want = int(size * per_line * 1.05) + (1 << 16) if per_line else 1 << 20
+                if not eof and end - pos < want:
+                    fresh = bytearray(want)
+                    left = end - pos
+                    fresh[:left] = data[pos:end]
+                    got_bytes = f.readinto(memoryview(fresh)[left:])
+                    eof = got_bytes < want - left
+                    base += pos
+                    data, pos, end = fresh, 0, left + got_bytes
+                    if not per_line and end:
+                        per_line = end / max(1, data.count(b"\n", 0, end))
+                        continue
+                stop = end if eof else data.rfind(b"\n", pos, end) + 1
+                if stop <= pos:
+                    if eof:
+                        break
+                    per_line = max(per_line * 2, 1.0)  # a line longer than the block
+                    continue
+                got = scanner.lines(data, pos, stop, size)
+                if got.n < size and not eof:
+                    per_line = max(per_line, (stop - pos) / max(1, got.n)) * 1.1
+                    continue  # short of lines: read further, scan again
+                if got.n:
+                    per_line = (got.pos - pos) / got.n
+                    yield decode_lines(dec, got, data, name, line0)
+                line0 += got.newlines
+                pos = got.pos
+                self.done = base + pos
+                if eof and pos >= end:
+                    break
 
     def _slow_records(self, size: int, dec: Decoder) -> Iterator[tuple[Records, list[DeadLetter]]]:
         from twin_stream.records import Records

@@ -103,13 +103,13 @@ def reference(dec: Decoder, items: list[tuple[Any, str]]) -> tuple[Records, list
 
 
 def check(dec: Decoder, items: list[tuple[Any, str]]) -> Records:
-    got, dead = dec.decode_records(items, arrow=True)
+    got, dead = dec.decode_records(items)  # the scanner
     want, want_dead = reference(dec, items)
     assert_same(got, want)
     assert dead == want_dead
-    default, default_dead = dec.decode_records(items)
-    assert_same(default, want)
-    assert default_dead == want_dead
+    plain, plain_dead = dec.decode_records(items, scan=False)
+    assert_same(plain, want)
+    assert plain_dead == want_dead
     return got
 
 
@@ -188,7 +188,7 @@ FILE_RECORDS: list[Any] = [
 def _decoded(path: Path, size: int = 8) -> tuple[Records, list]:
     dec = Decoder(invalid_markers=MARKERS)
     parts, dead = [], []
-    for rec, d in RecordReader(path).records(size, dec, arrow_json=True):
+    for rec, d in RecordReader(path).records(size, dec):
         parts.append(rec)
         dead.extend(d)
     return Records.concat(parts), dead
@@ -290,3 +290,106 @@ def test_wide_csv_decodes_like_the_jsonl(tmp_path: Path, renamed: bool) -> None:
         r, _ = reference(dec, items)
         slow.append(r)
     assert _values(Records.concat(slow)) == _values(want)
+
+
+# --- JSON Lines through the scanner -------------------------------------------------------------
+
+
+def _reference_file(path: Path, size: int) -> tuple[Records, list]:
+    dec = Decoder(invalid_markers=MARKERS)
+    parts, dead = [], []
+    for items in RecordReader(path).blocks(size):
+        r, d = reference(dec, items)
+        parts.append(r)
+        dead.extend(d)
+    return Records.concat(parts), dead
+
+
+def _blocks_equal(path: Path, size: int) -> list[int]:
+    """records(size) equals blocks(size) + decode_many block by block; returns block sizes."""
+    dec = Decoder(invalid_markers=MARKERS)
+    reader = RecordReader(path)
+    got = list(reader.records(size, dec))
+    assert reader.done == reader.total
+    want = [reference(dec, items) for items in RecordReader(path).blocks(size)]
+    assert len(got) == len(want)
+    for (r, d), (wr, wd) in zip(got, want, strict=True):
+        assert_same(r, wr)
+        assert d == wd
+    return [len(r) + len(d) for r, d in got]
+
+
+def test_jsonl_crlf_blank_lines_and_a_last_line_without_newline(tmp_path: Path) -> None:
+    lines = [orjson.dumps(r) for r in FILE_RECORDS]
+    body = b""
+    for i, line in enumerate(lines):
+        body += line + (b"\r\n" if i % 2 else b"\n")
+        if i % 5 == 0:
+            body += b"\n  \r\n\t\n"  # blank lines: no record, but counted in line numbers
+        if i % 7 == 0:
+            body += b"\x0c" + OK + b" \x0b\r\n"  # what bytes.strip() removes, around a record
+    body += b"{not json\r\n" + CORPUS["neg_zero"] + b"\n" + lines[0]  # no final newline
+    path = tmp_path / "crlf.jsonl"
+    path.write_bytes(body)
+    for size in (1, 3, 8, 1000):
+        _blocks_equal(path, size)
+    got, dead = _decoded(path)
+    want, want_dead = _reference_file(path, 8)
+    assert_same(got, want)
+    assert dead == want_dead
+    newlines = body.count(b"\n")
+    assert dead[-1].source == f"crlf.jsonl:{newlines - 1}"  # {not json
+    assert list(got.source)[-1] == f"crlf.jsonl:{newlines + 1}"
+
+
+def test_jsonl_in_many_read_blocks_with_lines_of_changing_length(tmp_path: Path) -> None:
+    # short lines past the first read (1 MB), then long ones: blocks read short of lines are
+    # read further and scanned again; then arrays wider than the scanner has seen
+    rnd = np.random.default_rng(5)
+    recs: list[Any] = []
+    for i in range(20_000):
+        cells = 0 if i < 16_000 else (96 if i < 18_000 else int(rnd.integers(1, 300)))
+        rec: dict[str, Any] = {"battery_id": f"b{i % 2500}", "ts": 1000 + i, "current": 1.5}
+        if cells:
+            rec["cell_voltages"] = np.round(rnd.uniform(3, 4, cells), 4).tolist()
+            rec["current"] = float(rnd.normal())  # 17 digits: mostly the slow path
+            rec["soh"] = 0.5 if i % 11 == 0 else 97.0
+        recs.append(rec)
+        if i % 997 == 7:
+            recs.append({"battery_id": "bad id", "ts": 1, "current": 1.0})
+    path = tmp_path / "big.jsonl"
+    write_records(recs, path)
+    assert path.stat().st_size > 2 << 20
+    sizes = _blocks_equal(path, 1500)
+    assert sizes[:-1] == [1500] * (len(sizes) - 1)
+
+
+def test_jsonl_with_a_field_map_goes_one_by_one(tmp_path: Path) -> None:
+    path = tmp_path / "fm.jsonl"
+    write_records(
+        [{"id": "b1", "ts": 1, "current": 1.0}, {"battery_id": "b2", "ts": 2, "current": 2.0}],
+        path,
+    )
+    dec = Decoder({"id": "battery_id"})
+    got = Records.concat([r for r, _ in RecordReader(path).records(8, dec)])
+    assert got.battery_id == ["b1", "b2"]
+
+
+def test_kafka_messages_of_growing_width_and_distinct_ids() -> None:
+    dec = Decoder(invalid_markers=MARKERS)
+    for width in (3, 200, 50, 1024):
+        items = _items(
+            *[
+                orjson.dumps(
+                    {
+                        "battery_id": f"id-{i}",
+                        "ts": i,
+                        "current": 1.25,
+                        "cell_voltages": [3.5] * (width if i == 150 else 1 + (i * 7) % width),
+                    }
+                )
+                for i in range(300)
+            ]
+        )
+        got = check(dec, items)
+        assert got.cells.shape == (300, width)
