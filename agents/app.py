@@ -36,9 +36,10 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import faust
+import numpy as np
 import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import TP
@@ -66,11 +67,11 @@ from agents.health import (
     readiness,
 )
 from agents.stale import StaleTracker, stale_alert
-from twin_stream.codec import DeadLetter, Decoder, Row, dead_letter
+from twin_stream.codec import DeadLetter, Decoder, dead_letter
+from twin_stream.columnar import decode_messages
 from twin_stream.config.settings import Settings
-from twin_stream.engine import Engine
+from twin_stream.engine import Engine, blob
 from twin_stream.kafka_io import client_options
-from twin_stream.records import Records
 from twin_stream.sdk.chunk import group_by
 
 log = logging.getLogger("twin_stream.agents")
@@ -135,7 +136,7 @@ class TwinApp:
                 with current_event(partition_event(self.app, t.input, p, key)):
                     stored = self.table.get(key)
                     if stored:
-                        self.table[key] = {**stored, "stale": True}
+                        self.table[key] = mark_stale(stored)
                 alert = stale_alert(bid, True, silent, w.stale_after_s)
                 await txn.send(t.alerts, key, orjson.dumps(alert), source_partition=p)
                 self.count_alert(alert)
@@ -292,101 +293,96 @@ class TwinApp:
     async def _process(self, txn: Sender, records: list[Any]) -> None:
         """Decode and process input records (anything with topic, partition, offset, key
         and value: aiokafka's records, faust's messages) and send what comes out."""
-        rows: list[Row] = []
-        dead: list[DeadLetter] = []
-        origin: list[int] = []
-        dead_origin: list[int] = []
         self.chunks += 1
         self.chunk_events += len(records)
         self.chunk_records.observe(len(records))
-        # one batch through the decoder: the simdjson fast path replay uses
-        self.decoder.decode_many(
+        # one batch through the decoder into columns: the compiled scanner replay uses
+        recs, origin, dead, dead_origin = decode_messages(
+            self.decoder,
             [(m.value or b"", f"{m.topic}[{m.partition}]@{m.offset}") for m in records],
-            rows,
-            dead,
-            origin,
-            dead_origin,
         )
         self.engine.count_invalid(dead)
         out_dead: list[tuple[DeadLetter, Any]] = [
-            (d, records[i]) for d, i in zip(dead, dead_origin, strict=True)
+            (d, records[i]) for d, i in zip(dead, dead_origin.tolist(), strict=True)
         ]
-        keys = [m.key.decode("utf-8", "replace") if m.key else None for m in records]
-        groups: dict[str, list[Row]] = {}
-        record_of: dict[str, Any] = {}  # a record of each battery: where its outputs go
+        # per battery once: its key bytes and home partition; per record: two comparisons
         n_parts = self.n_partitions()
-        misrouted: list[tuple[Row, Any, int]] = []
-        home: dict[str, int] = {}
-        for r, i in zip(rows, origin, strict=True):
-            bid = r.battery_id
-            if bid != keys[i]:
+        bids = recs.battery_id
+        enc: dict[str, tuple[bytes, int]] = {}
+        for bid in dict.fromkeys(bids):
+            key = bid.encode()
+            enc[bid] = (key, key_partition(key, n_parts))
+        groups: dict[str, list[int]] = {}
+        record_of: dict[str, Any] = {}  # a record of each battery: where its outputs go
+        misrouted: list[tuple[_Rec, Any, int]] = []
+        for i, (bid, o) in enumerate(zip(bids, origin.tolist(), strict=True)):
+            m = records[o]
+            key, want = enc[bid]
+            if m.key != key:
                 self.unkeyed += 1
-                out_dead.append((_unkeyed(r, keys[i]), records[i]))
+                k = m.key.decode("utf-8", "replace") if m.key else None
+                out_dead.append((_unkeyed(_Rec(bid, recs.raw[i], recs.source[i]), k), m))
+                continue
+            if m.partition != want:
+                misrouted.append((_Rec(bid, recs.raw[i], recs.source[i]), m, want))
                 continue
             g = groups.get(bid)
             if g is None:
-                want = home[bid] = key_partition(bid.encode(), n_parts)
-                if records[i].partition != want:
-                    misrouted.append((r, records[i], want))
-                    continue
-                groups[bid] = [r]
-                record_of[bid] = records[i]
-            elif records[i].partition != home[bid]:
-                misrouted.append((r, records[i], home[bid]))
+                groups[bid] = [i]
+                record_of[bid] = m
             else:
-                g.append(r)
+                g.append(i)
         t = self.settings.topics
         for r, rec, want in misrouted:
             await self._misrouted(txn, r, rec, want, out_dead)
         wall = time.time()
         table_event: dict[int, Any] = {}  # the table reads the partition of "the current event"
         engine = self.engine
-        stored_of: dict[str, Any] = {}
-        order: list[Row] = []
+        headers: dict[str, dict[str, Any] | None] = {}
+        order: list[int] = []
         for bid, group in groups.items():
             part = record_of[bid].partition
-            key = bid.encode()
+            key = enc[bid][0]
             ev = table_event.get(part)
             if ev is None:
                 ev = table_event[part] = partition_event(self.app, t.input, part, key)
             with current_event(ev):
                 stored = self.table.get(key)
-            stored_of[bid] = stored
-            state = stored["engine"] if stored else None
             # the engine keeps the states of the batteries it ran: reloaded only when the
             # table holds another version (another worker ran it, or a transaction aborted)
-            if not engine.resident(bid, state):
-                try:
-                    engine.load_state(bid, state)
-                except Exception as exc:  # an unreadable state must not stop the fleet
-                    log.exception("unreadable state of %s", bid)
-                    why = f"internal error processing {bid}: {type(exc).__name__}: {exc}"
-                    engine.metrics.errors += len(group)
-                    out_dead.extend(
-                        (dead_letter(why, r.raw, r.source), record_of[bid]) for r in group
-                    )
-                    continue
+            try:
+                headers[bid] = load_stored(engine, bid, stored)
+            except Exception as exc:  # an unreadable state must not stop the fleet
+                log.exception("unreadable state of %s", bid)
+                why = f"internal error processing {bid}: {type(exc).__name__}: {exc}"
+                engine.metrics.errors += len(group)
+                out_dead.extend(
+                    (dead_letter(why, recs.raw[i], recs.source[i]), record_of[bid]) for i in group
+                )
+                continue
             order.extend(group)
-        res = engine.run(Records.from_rows(order))
+        res = engine.run(recs.take(np.array(sorted(order), dtype=np.int64)))
         alerts: dict[str, list[dict[str, Any]]] = {}
         estimates: dict[str, list[dict[str, Any]]] = {}
         for bid, rec in res.alerts:
             alerts.setdefault(bid, []).append(rec)
         for bid, rec in res.estimates:
             estimates.setdefault(bid, []).append(rec)
-        for bid in res.touched:
-            stored = stored_of[bid]
+        touched = [bid for bid in res.touched if bid in headers]
+        blobs = engine.encode_states(touched, [{"seen": wall}] * len(touched))
+        for bid, value in zip(touched, blobs, strict=True):
+            stored_h = headers[bid]
             part = record_of[bid].partition
-            key = bid.encode()
+            key = enc[bid][0]
             ev = table_event[part]
             # back from silence: the raise may be known only from the table (a restart)
-            was_stale = self.stale.seen(bid, part, wall) or bool(stored and stored.get("stale"))
+            was_stale = self.stale.seen(bid, part, wall) or bool(stored_h and stored_h.get("stale"))
             if was_stale:
                 clear = stale_alert(bid, False, 0.0, self.settings.worker.stale_after_s)
                 await txn.send(t.alerts, key, orjson.dumps(clear), source_partition=part)
                 self.count_alert(clear)
             with current_event(ev):
-                self.table[key] = {"engine": engine.dump_state(bid), "seen": wall}
+                self.table[key] = value
             for out in alerts.get(bid, ()):
                 await txn.send(t.alerts, key, orjson.dumps(out), source_partition=part)
                 self.count_alert(out)
@@ -410,7 +406,7 @@ class TwinApp:
         return self.settings.topics.partitions
 
     async def _misrouted(
-        self, txn: Sender, r: Row, rec: Any, want: int, out_dead: list[tuple[DeadLetter, Any]]
+        self, txn: Sender, r: _Rec, rec: Any, want: int, out_dead: list[tuple[DeadLetter, Any]]
     ) -> None:
         """A record on another partition than its key hashes to: processing it here would
         give its battery a second state (the table is partitioned like the input)."""
@@ -497,7 +493,51 @@ def key_partition(key: bytes, n_partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % n_partitions
 
 
-def _unkeyed(r: Row, key: str | None) -> DeadLetter:
+class _Rec(NamedTuple):
+    """What a dead letter or a re-send needs of a decoded record."""
+
+    battery_id: str
+    raw: Any
+    source: str
+
+
+def load_stored(engine: Engine, battery_id: str, stored: bytes | None) -> dict[str, Any] | None:
+    """Bring the battery's stored state (a blob, `twin_stream.engine.blob`, or the JSON dict
+    of an earlier release) into the engine unless its slot already holds that version;
+    returns the stored header (`seen`, `stale`, `version`) or None for a battery never seen."""
+    if not stored:
+        if not engine.resident(battery_id, None):
+            engine.load_state(battery_id, None)
+        return None
+    if stored[:4] == blob.MAGIC:
+        h = blob.header(stored)
+        if not engine.resident(battery_id, h):
+            engine.load_blob(battery_id, stored)
+        return h
+    legacy = orjson.loads(stored)  # {"engine": state dict, "seen": s, "stale": bool}
+    state = legacy.get("engine")
+    if not engine.resident(battery_id, state):
+        engine.load_state(battery_id, state)
+    return {**legacy, "version": (state or {}).get("version", 0)}
+
+
+def mark_stale(stored: bytes) -> bytes:
+    """The stored value with `stale` set (its telemetry_stale raise is out)."""
+    if stored[:4] == blob.MAGIC:
+        return blob.with_header(stored, stale=True)
+    return orjson.dumps({**orjson.loads(stored), "stale": True})
+
+
+def stored_header(stored: bytes | None) -> dict[str, Any] | None:
+    """The header of a stored table value (blob or earlier JSON), None for none."""
+    if not stored:
+        return None
+    if stored[:4] == blob.MAGIC:
+        return blob.header(stored)
+    return dict(orjson.loads(stored))
+
+
+def _unkeyed(r: _Rec, key: str | None) -> DeadLetter:
     return dead_letter(
         f"battery_id {r.battery_id!r} does not match the message key {key!r}: "
         "key telemetry by battery_id",
@@ -567,12 +607,17 @@ def build_app(
         TABLE,
         default=None,
         partitions=t.partitions,
-        # keys: battery_id bytes as produced; values, JSON: {"engine": state, "seen": wall s,
-        # "stale": true while its telemetry_stale raise is out}
+        # keys: battery_id bytes as produced; values: a state blob (twin_stream.engine.blob:
+        # a JSON header with the engine's part, "seen" (wall s) and "stale" (true while its
+        # telemetry_stale raise is out), then every stage's packed state arrays); JSON dicts
+        # {"engine": state, "seen", "stale"} of an earlier release are read too
         # key_type=bytes is what makes faust use the raw key serializer for the store and the
         # changelog; a Schema alone left it on json, and recovery failed on every record.
         key_type=bytes,
-        schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
+        value_type=bytes,
+        schema=faust.Schema(
+            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        ),
     )
     patch_recovery_highwaters()
     monitor = twin.monitor = BrokerMonitor(
@@ -702,7 +747,8 @@ def _seed_from_table(twin: TwinApp, active: set[int]) -> None:
     """After a (re)start, batteries already silent are known only from the table."""
     if not active:
         return
-    for key, stored in list(twin.table.items()):
+    for key, value in list(twin.table.items()):
+        stored = stored_header(value)
         if stored:
             seen = stored.get("seen")
             if seen is not None:

@@ -267,15 +267,22 @@ def validate(cols: Columns, markers: Markers) -> tuple[Records, BoolArray]:
 
 
 def _slow(
-    decoder: Decoder, items: list[tuple[Any, str]], where: IntArray
+    decoder: Decoder,
+    items: list[tuple[Any, str]],
+    where: IntArray,
+    dead_origin: list[int] | None = None,
 ) -> tuple[list[tuple[Records, IntArray]], list[DeadLetter]]:
-    """`items` (at positions `where`) one by one through `decode_many`."""
+    """`items` (at positions `where`) one by one through `decode_many`; `dead_origin`, when
+    given, receives each dead letter's item position."""
     dead: list[DeadLetter] = []
     if not items:
         return [], dead
     rows: list[Row] = []
     origin: list[int] = []
-    decoder.decode_many(items, rows, dead, origin)
+    d_origin: list[int] = []
+    decoder.decode_many(items, rows, dead, origin, d_origin)
+    if dead_origin is not None:
+        dead_origin.extend(where[np.array(d_origin, dtype=np.int64)].tolist())
     if not rows:
         return [], dead
     return [(Records.from_rows(rows), where[np.array(origin, dtype=np.int64)])], dead
@@ -286,9 +293,18 @@ def decode_records(
 ) -> tuple[Records, list[DeadLetter]]:
     """`decoder.decode_many(items)` + `Records.from_rows`, the bytes messages through the
     scanner (joined by newlines; the scanner reads each by its offsets)."""
+    recs, _, dead, _ = decode_messages(decoder, items)
+    return recs, dead
+
+
+def decode_messages(
+    decoder: Decoder, items: list[tuple[Any, str]]
+) -> tuple[Records, IntArray, list[DeadLetter], IntArray]:
+    """`decode_records`, plus the item each record and each dead letter came from (the
+    agents route outputs and dead letters by their Kafka message)."""
     n = len(items)
     if n == 0:
-        return Records.empty(), []
+        return Records.empty(), np.empty(0, np.int64), [], np.empty(0, np.int64)
     payloads = list(map(itemgetter(0), items))
     if decoder.field_map:  # renamed fields: one by one
         is_bytes = np.zeros(n, bool)
@@ -312,8 +328,10 @@ def decode_records(
         parts.append((rec, acc))
         left[acc] = False
     rest = np.flatnonzero(left)
-    slow, dead = _slow(decoder, [items[i] for i in rest.tolist()], rest)
-    return merge_ordered(parts + slow), dead
+    dead_origin: list[int] = []
+    slow, dead = _slow(decoder, [items[i] for i in rest.tolist()], rest, dead_origin)
+    recs, origin = merge_ordered_keys(parts + slow)
+    return recs, origin, dead, np.array(dead_origin, dtype=np.int64)
 
 
 def decode_lines(
@@ -371,11 +389,17 @@ def decode_table(
 
 def merge_ordered(parts: Sequence[tuple[Records, IntArray]]) -> Records:
     """Records of several parts into one, ordered by each row's key (stable)."""
+    return merge_ordered_keys(parts)[0]
+
+
+def merge_ordered_keys(parts: Sequence[tuple[Records, IntArray]]) -> tuple[Records, IntArray]:
+    """`merge_ordered`, and the keys in the merged order."""
     parts = [(r, k) for r, k in parts if len(r)]
     if not parts:
-        return Records.empty()
+        return Records.empty(), np.empty(0, np.int64)
     out = Records.concat([r for r, _ in parts])
     key = np.concatenate([k for _, k in parts])
     if len(parts) > 1 and (np.diff(key) < 0).any():
-        out = out.take(np.argsort(key, kind="stable"))
-    return out
+        order = np.argsort(key, kind="stable")
+        out, key = out.take(order), key[order]
+    return out, key

@@ -6,8 +6,9 @@ partition rebuilds its local store from that topic. So a repair is one record wr
 while no worker of the group runs: `reset --frontier` forgets the event-time frontier (a
 far-future timestamp accepted before event time was bounded by the clock made every later
 record late), `reset --all` deletes the battery's state (a tombstone; it starts afresh).
-Replay state files (`replay --state F`) are plain JSON and repaired the same way with
-`--file F`.
+Workers store compact blobs (`twin_stream.engine.blob`), shown here expanded to the state
+dict; a repair is written as that dict in JSON, which workers read as well. Replay state
+files (`replay --state F`) are plain JSON and repaired the same way with `--file F`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 
 from twin_stream.config.settings import Settings
+from twin_stream.engine import Engine, blob
 from twin_stream.kafka_io import client_options
 
 TABLE = "battery-state"  # agents.app.TABLE (the platform does not import agents)
@@ -39,6 +41,20 @@ def key_partition(key: bytes, n_partitions: int) -> int:
     from aiokafka.partitioner import murmur2
 
     return (murmur2(key) & 0x7FFFFFFF) % n_partitions
+
+
+def stored_dict(settings: Settings, battery_id: str, value: bytes) -> dict[str, Any]:
+    """A table value as `{"engine": state dict, "seen": s, "stale": bool}`: a state blob
+    (what workers write) expanded through an engine of these settings, or the JSON dict of
+    an earlier release (and of a repair: workers read both)."""
+    if value[:4] != blob.MAGIC:
+        return dict(orjson.loads(value))
+    engine = Engine(settings)
+    h = engine.load_blob(battery_id, value)
+    out: dict[str, Any] = {"engine": engine.dump_state(battery_id), "seen": h.get("seen")}
+    if "stale" in h:
+        out["stale"] = h["stale"]
+    return out
 
 
 def forget_frontier(stored: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +186,7 @@ async def _latest(
                     latest, seen = rec.value, True
         if not seen or latest is None:
             return None
-        return dict(orjson.loads(latest)), tp.partition
+        return stored_dict(settings, key.decode(), latest), tp.partition
     finally:
         await consumer.stop()
 
