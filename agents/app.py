@@ -110,10 +110,13 @@ class TwinApp:
     chunk_commit_wait: Histogram = field(default_factory=lambda: Histogram(SECONDS_BUCKETS))
     input_age: Histogram = field(default_factory=lambda: Histogram(INPUT_AGE_BUCKETS))
     alerts_sent: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    alerts_total: int = 0
+    urgent: set[int] = field(default_factory=set)  # partitions the current chunk commits
 
     def count_alert(self, alert: dict[str, Any]) -> None:
         """An alert record sent: counted by code, severity and status (`twin_alerts_sent`)."""
         self.alerts_sent[(str(alert["code"]), str(alert["severity"]), str(alert["status"]))] += 1
+        self.alerts_total += 1
 
     async def raise_stale(self, due: list[tuple[str, int, float]]) -> None:
         """Raise `telemetry_stale` for batteries silent too long (`StaleTracker.due`).
@@ -237,9 +240,12 @@ class TwinApp:
             age_ms = time.time() * 1000 - records[0].timestamp
             self.input_age_ms.append(age_ms)
             self.input_age.observe(max(0.0, age_ms / 1000))
+        # a chunk that raised or cleared an alert commits at its end (the alert is readable
+        # by read_committed consumers at once), not at faust's next commit tick
+        self.urgent = set()
         try:
             t0 = time.monotonic()
-            async with self.txn.chunk() as txn:
+            async with self.txn.chunk(commit=self.urgent) as txn:
                 t1 = time.monotonic()
                 self.chunk_commit_wait.observe(t1 - t0)
                 await self._chunk(txn, records)
@@ -285,7 +291,10 @@ class TwinApp:
                 mine.append(rec)
                 expected = offset + 1
             positions[p] = expected
+        alerts_before = self.alerts_total
         await self._process(txn, mine)
+        if self.alerts_total != alerts_before and self.settings.worker.commit_on_alert:
+            self.urgent.update(positions)
         # what the next commit commits for these partitions (see ChunkTransactions.install)
         txn.position.update(positions)
         txn.mark_for_commit(positions)
@@ -640,7 +649,7 @@ def build_app(
         persist_changelog_offsets_on_commit(app, t.input)
         reset_local_state_on_assign(app, twin.table)
         feed = twin.feed = ChunkFeed(
-            app, t.input, high_water=4 * w.take_max, fetch_max_wait_ms=w.fetch_max_wait_ms
+            app, t.input, high_water=2 * w.take_max, fetch_max_wait_ms=w.fetch_max_wait_ms
         )
         app.topics.add(source)  # subscribed; its records reach `ingest` through the feed
 

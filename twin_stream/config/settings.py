@@ -139,11 +139,19 @@ class WorkerSettings(_Strict):
     )
     stale_after_s: float = Field(30.0, gt=0, le=86_400)
     take_max: int = Field(
-        5000,
+        50_000,
         ge=1,
-        le=100_000,
-        description="most input records in one chunk (one engine call and one table write "
-        "per battery per chunk); chunks are this big only when the worker is behind",
+        le=1_000_000,
+        description="most input records in one chunk (one engine pass and one table write "
+        "per battery per chunk: a fleet of thousands of batteries needs large chunks to "
+        "write each state once per many records); chunks are this big only when the worker "
+        "is behind",
+    )
+    commit_on_alert: bool = Field(
+        True,
+        description="a chunk that raised or cleared an alert commits its transaction at "
+        "once (read_committed consumers see the alert without waiting for the next commit "
+        "tick); false: alerts wait for the tick like everything else",
     )
     take_within_s: float = Field(
         0.05, gt=0, le=10, description="longest wait for more records once one has arrived"
