@@ -68,7 +68,7 @@ from agents.health import (
 )
 from agents.stale import StaleTracker, stale_alert
 from twin_stream.codec import DeadLetter, Decoder, dead_letter
-from twin_stream.columnar import decode_messages
+from twin_stream.codec.columnar import decode_messages
 from twin_stream.config.settings import Settings
 from twin_stream.engine import Engine, blob
 from twin_stream.kafka_io import client_options

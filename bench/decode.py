@@ -29,9 +29,9 @@ from typing import Any
 import pandas as pd
 
 from twin_stream.codec import DeadLetter, Decoder, Row
+from twin_stream.codec.files import RecordReader
+from twin_stream.codec.records import Records
 from twin_stream.devtools.simulate import SimConfig, simulate, write_records
-from twin_stream.io import RecordReader
-from twin_stream.records import Records
 
 BLOCK = 20_000
 

@@ -20,7 +20,7 @@ import orjson
 import pandas as pd
 
 import twin_stream
-from twin_stream.io import RecordReader
+from twin_stream.codec.files import RecordReader
 
 SEVERITY_COLOURS = {"info": "tab:blue", "warning": "tab:orange", "critical": "tab:red"}
 

@@ -100,7 +100,7 @@ def replay(
     ] = False,
 ) -> None:
     """Replay a recorded file through the models, without a broker."""
-    from twin_stream.io import InputError
+    from twin_stream.codec.files import InputError
     from twin_stream.replay import replay as run
 
     cfg = _settings(settings)
@@ -150,9 +150,9 @@ def simulate(
 ) -> None:
     """Write synthetic fleet telemetry, with the truth beside it (<out>.truth.json)."""
     from twin_stream.battery.chemistry import ChemistryError, get_chemistry
+    from twin_stream.codec.files import InputError, file_format
     from twin_stream.devtools.simulate import FaultSpec, SimConfig, write_records
     from twin_stream.devtools.simulate import simulate as run
-    from twin_stream.io import InputError, file_format
 
     try:
         file_format(out_file)
@@ -408,7 +408,7 @@ def publish(
     many records the broker acknowledged and how to resume (--skip)."""
     import asyncio
 
-    from twin_stream.io import InputError
+    from twin_stream.codec.files import InputError
     from twin_stream.kafka_io import KafkaAccessError, PublishStats, ensure_topics
     from twin_stream.kafka_io import publish as run
 

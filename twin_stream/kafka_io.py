@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
+from twin_stream.codec.files import RecordReader
 from twin_stream.config.logs import MuteThread
 from twin_stream.config.settings import KafkaSettings, Settings
-from twin_stream.io import RecordReader
 
 
 class KafkaAccessError(Exception):

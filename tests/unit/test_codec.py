@@ -228,13 +228,13 @@ def test_batch_fast_path_agrees_with_schema_and_keeps_order(batch) -> None:
     ],
 )
 def test_fast_path_never_accepts_what_the_schema_refuses(text: bytes) -> None:
-    from twin_stream.fastjson import FastDecoder
+    from twin_stream.codec.fastjson import FastDecoder
 
     assert FastDecoder().decode_batch([(text, "s")]) == [None]
 
 
 def test_fast_path_takes_plain_records_and_leaves_extras_to_the_slow_path() -> None:
-    from twin_stream.fastjson import FastDecoder
+    from twin_stream.codec.fastjson import FastDecoder
 
     plain = orjson.dumps({k: v for k, v in GOOD.items()})
     extra = orjson.dumps({**GOOD, "gateway": "gw-1"})

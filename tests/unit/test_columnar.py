@@ -13,9 +13,9 @@ import pytest
 from tests.unit.test_codec import DEGRADE, GOOD, MARKERS
 from tests.unit.test_poison import POISON
 from twin_stream.codec import Decoder, Row
+from twin_stream.codec.files import RecordReader
+from twin_stream.codec.records import Records
 from twin_stream.devtools.simulate import write_records
-from twin_stream.io import RecordReader
-from twin_stream.records import Records
 
 OK = b'{"battery_id":"b1","ts":1767225600000,"current":1.5,"cell_voltages":[3.7,3.71]}'
 CORPUS: dict[str, Any] = {

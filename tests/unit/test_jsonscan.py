@@ -15,7 +15,7 @@ import simdjson
 
 from schemas.telemetry import parse_rfc3339_ms
 from twin_stream.codec import Decoder
-from twin_stream.jsonscan import _BAD, _NULL, _NUM, _number, _rfc3339
+from twin_stream.codec.jsonscan import _BAD, _NULL, _NUM, _number, _rfc3339
 
 EDGE = [
     "0",

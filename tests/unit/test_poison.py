@@ -10,6 +10,7 @@ import pytest
 
 from schemas.outputs import DeadLetterRecord
 from twin_stream.codec import RAW_HEAD_CHARS, Decoder
+from twin_stream.codec import decoder as decoder_module
 from twin_stream.config.settings import Settings
 from twin_stream.engine import Engine
 
@@ -77,12 +78,10 @@ def test_an_array_of_many_invalid_records_gives_a_capped_count_of_dead_letters()
 
 
 def test_an_exception_anywhere_in_decoding_is_one_dead_letter(monkeypatch) -> None:
-    import twin_stream.codec as codec
-
     def boom(obj, source="", markers=None):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(codec, "lean_row", boom)
+    monkeypatch.setattr(decoder_module, "lean_row", boom)  # where the decoder looks it up
     rows: list = []
     dead: list = []
     Decoder().decode_many([({"battery_id": "b"}, "s:0"), (GOOD, "s:1")], rows, dead)

@@ -19,9 +19,9 @@ from twin_stream import sdk
 from twin_stream.battery.chemistry import get_chemistry
 from twin_stream.cli import app
 from twin_stream.codec import Decoder, Row
+from twin_stream.codec.records import Records
 from twin_stream.config.settings import Settings
 from twin_stream.engine import Engine
-from twin_stream.records import Records
 from twin_stream.sdk.alerting import debounce
 from twin_stream.sdk.registry import discover_models
 from twin_stream.sdk.state import StateArrays, StateSpec

@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from twin_stream.codec import Decoder, Row
+from twin_stream.codec.records import Records
 from twin_stream.config.settings import Settings
 from twin_stream.devtools.simulate import FaultSpec, SimConfig, simulate
 from twin_stream.engine import Engine, blob
-from twin_stream.records import Records
 
 
 def _rows(records: list[dict]) -> list[Row]:

@@ -36,6 +36,7 @@ import numpy.typing as npt
 
 from twin_stream.battery.spec import BatterySpec
 from twin_stream.codec import DeadLetter, Row, dead_letter, iso_ms, output_record
+from twin_stream.codec.records import Records
 from twin_stream.config.settings import Settings, SettingsError
 from twin_stream.engine import admit as adm
 from twin_stream.engine import blob
@@ -43,7 +44,6 @@ from twin_stream.engine.metrics import BlockResult, Metrics, Result
 from twin_stream.engine.plausibility import Plausibility
 from twin_stream.engine.slots import COUNTERS, SlotArrays
 from twin_stream.engine.stages import ChunkStage, KernelStage, Stage, segments, stage_for
-from twin_stream.records import Records
 from twin_stream.sdk.block import Block
 from twin_stream.sdk.contract import ContractError, Model
 from twin_stream.sdk.outputs import Alert, Estimate, Output

@@ -1,7 +1,7 @@
 """Replay: a recorded file through the engine, without a broker.
 
 Reads JSON Lines, CSV or Parquet in blocks, decodes and validates each record into columns
-(`twin_stream.records.Records`), runs each block through the engine at once (all batteries of
+(`twin_stream.codec.records.Records`), runs each block through the engine at once (all batteries of
 the block in one pass; states stay in the engine) and writes `alerts.jsonl`,
 `estimates.jsonl`, `deadletter.jsonl` and `summary.json` to the output folder. The agents run
 the same engine on Kafka, so both give the same outputs for the same input.
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from twin_stream.codec import DeadLetter, Decoder
+from twin_stream.codec.files import JsonlWriter, RecordReader
+from twin_stream.codec.records import Records
 from twin_stream.config.settings import Settings
 from twin_stream.engine import BlockResult, Engine
-from twin_stream.io import JsonlWriter, RecordReader
-from twin_stream.records import Records
 
 State = dict[str, Any]
 

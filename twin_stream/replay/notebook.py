@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from twin_stream.codec.files import RecordReader
 from twin_stream.config.settings import Settings, SettingsError, load_settings
 from twin_stream.engine import State
-from twin_stream.io import RecordReader
 from twin_stream.replay import DEFAULT_BLOCK, run_blocks
 
 ALERT_COLUMNS = (

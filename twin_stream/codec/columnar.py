@@ -1,8 +1,8 @@
 """Decoding straight into columns (`Records`): JSON messages and JSON Lines blocks through
-the compiled scanner (`twin_stream.jsonscan`), and Arrow tables (Parquet, CSV) validated as
+the compiled scanner (`twin_stream.codec.jsonscan`), and Arrow tables (Parquet, CSV) validated as
 whole columns.
 
-It is an optimisation with a fallback, never a second rule book (like `twin_stream.fastjson`):
+It is an optimisation with a fallback, never a second rule book (like `twin_stream.codec.fastjson`):
 each fast path accepts only the records it is sure of, and every other record goes through the
 per-record decoder (`Decoder.decode_many` / `decode_object`: simdjson, then msgspec, then
 pydantic for the reason), which decides and gives the dead letter its reason. The output is
@@ -38,7 +38,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.telemetry import LIMITS, parse_rfc3339_ms
-from twin_stream.codec import (
+from twin_stream.codec.records import Lazy, Records
+from twin_stream.codec.rules import (
     _I_MAX,
     _N_MAX,
     _RANGES,
@@ -48,11 +49,10 @@ from twin_stream.codec import (
     Markers,
     Row,
 )
-from twin_stream.records import Lazy, Records
 
 if TYPE_CHECKING:
-    from twin_stream.codec import Decoder
-    from twin_stream.jsonscan import Scan
+    from twin_stream.codec.decoder import Decoder
+    from twin_stream.codec.jsonscan import Scan
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

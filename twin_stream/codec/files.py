@@ -4,8 +4,8 @@ Format follows the file suffix.
 `RecordReader.blocks` yields raw records with their source (`file:line`, `file:row N`) for the
 per-record decoder; `RecordReader.records` yields decoded columns (`Records`) and dead letters,
 the same ones, fast: JSON Lines as byte blocks through the compiled scanner
-(`twin_stream.jsonscan`, no Python per line), Parquet and
-CSV as Arrow columns validated whole (`twin_stream.columnar.validate`), only the rows it does
+(`twin_stream.codec.jsonscan`, no Python per line), Parquet and
+CSV as Arrow columns validated whole (`twin_stream.codec.columnar.validate`), only the rows it does
 not accept going through the per-record decoder, as dicts like those `blocks` yields.
 
 CSV: one column per field, arrays as JSON text (`"[3.7, 3.71]"`), or the wide layout: one
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from twin_stream.codec import DeadLetter, Decoder
-    from twin_stream.records import Records
+    from twin_stream.codec.records import Records
 
 FORMATS = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 _INT = re.compile(r"^-?\d+$")
@@ -167,7 +167,7 @@ class RecordReader:
         exactly `size` non-blank lines, like `blocks`. Each block is read into a fresh
         buffer (the records' `raw` refer to it) after what the last one left; a block that
         turns out short of lines is read further and scanned again."""
-        from twin_stream.columnar import decode_lines
+        from twin_stream.codec.columnar import decode_lines
 
         name = self.path.name
         scanner = dec.scanner
@@ -211,7 +211,7 @@ class RecordReader:
                     break
 
     def _slow_records(self, size: int, dec: Decoder) -> Iterator[tuple[Records, list[DeadLetter]]]:
-        from twin_stream.records import Records
+        from twin_stream.codec.records import Records
 
         for items in self.blocks(size):
             rows: list[Any] = []
@@ -224,7 +224,7 @@ class RecordReader:
     ) -> Iterator[tuple[Records, list[DeadLetter]]]:
         import pyarrow as pa
 
-        from twin_stream.columnar import decode_table
+        from twin_stream.codec.columnar import decode_table
 
         name = self.path.name
         n0 = 0
@@ -247,7 +247,7 @@ class RecordReader:
         import pyarrow as pa
         import pyarrow.csv as pcsv
 
-        from twin_stream.columnar import decode_table
+        from twin_stream.codec.columnar import decode_table
 
         with self.path.open("r", encoding="utf-8", newline="") as f:
             header = next(csv.reader(f), [])
@@ -289,7 +289,7 @@ class RecordReader:
 
 def _columns(tbl: pa.Table, field_map: Mapping[str, str]) -> Any:
     """The table's columns by logical name; a name two columns map to: none (one by one)."""
-    from twin_stream.columnar import Columns
+    from twin_stream.codec.columnar import Columns
 
     by_name: dict[str, list[str]] = {}
     for col in tbl.column_names:
@@ -309,7 +309,7 @@ def _csv_columns(
     import pyarrow.compute as pc
 
     from schemas.telemetry import parse_rfc3339_ms
-    from twin_stream.columnar import Columns
+    from twin_stream.codec.columnar import Columns
 
     n = tbl.num_rows
     by_name: dict[str, list[str]] = {}

@@ -1,7 +1,7 @@
 """A compiled scanner that decodes many JSON telemetry messages, held in one byte buffer,
 straight into columns (`Records`), without a Python object per message or per number.
 
-It is an optimisation with a fallback, never a second rule book (like `twin_stream.fastjson`):
+It is an optimisation with a fallback, never a second rule book (like `twin_stream.codec.fastjson`):
 the scanner *accepts* a message only when it is certain what `Decoder.decode_many` makes of
 it (one valid record), and marks every other message "slow": those go through the
 per-message decoder, which decides and gives dead letters their reasons. So the output is the
@@ -57,8 +57,8 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from twin_stream.codec import _I_MAX, _N_MAX, _RANGES, _TS_MAX, _TS_MIN
-from twin_stream.records import Records
+from twin_stream.codec.records import Records
+from twin_stream.codec.rules import _I_MAX, _N_MAX, _RANGES, _TS_MAX, _TS_MIN
 
 # The kernel allocates nothing: compiled without numba's runtime (NRT), array arguments are
 # not reference counted. With it, every helper call and every array variable costs an atomic

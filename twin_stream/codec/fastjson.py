@@ -18,7 +18,7 @@ import numpy as np
 import simdjson
 
 from schemas.telemetry import parse_rfc3339_ms
-from twin_stream.codec import (
+from twin_stream.codec.rules import (
     _I_MAX,
     _ID,
     _N_MAX,
@@ -30,7 +30,7 @@ from twin_stream.codec import (
     Row,
     degrade_scalar,
 )
-from twin_stream.codec import _RANGES as RANGES
+from twin_stream.codec.rules import _RANGES as RANGES
 
 _OPTIONAL = ("voltage", "soc", "soh")
 _OPT_RANGES = [RANGES[name] for name in _OPTIONAL]
