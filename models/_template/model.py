@@ -38,7 +38,7 @@ def _loop(slot, ts, dt_ms, gap, current, P, peak, islot, channel, out, start):  
     return n, w
 
 
-@sdk.register_model("template_model")
+@sdk.register_model
 class TemplateModel(sdk.KernelModel):
     def param_row(self) -> np.ndarray:
         p = self.params

@@ -261,7 +261,7 @@ def _total(state: Mapping[str, Any], whole: str, frac: str) -> tuple[int, float]
     return q, q / FEMTO
 
 
-@sdk.register_model("eq_cycles")
+@sdk.register_model
 class EqCycles(sdk.KernelModel):
     """Equivalent full cycles, charge/discharge throughput and energy, gap-aware."""
 

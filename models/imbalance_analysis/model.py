@@ -304,7 +304,7 @@ def _loop(  # type: ignore[no-untyped-def]
     return ts.size, w
 
 
-@sdk.register_model("imbalance_analysis")
+@sdk.register_model
 class ImbalanceAnalysis(sdk.KernelModel):
     """Voltage spread, OCV-based SOC imbalance with confidence, and the imbalance alert."""
 

@@ -503,7 +503,7 @@ def _loop(  # type: ignore[no-untyped-def]
     return ts.size, w
 
 
-@sdk.register_model("soc_ocv_estimation")
+@sdk.register_model
 class SocOcvEstimation(sdk.KernelModel):
     """Pack SOC (min/avg/max) from OCV at settled rest with 1-sigma uncertainty, available
     energy to the first cell's cut-off, BMS SOC error and current-sensor offset."""

@@ -595,7 +595,7 @@ def _resolve_levels(limit: LimitSet, side: str, hysteresis: float | None, where:
     )
 
 
-@sdk.register_model("voltage_monitor")
+@sdk.register_model
 class VoltageMonitor(sdk.KernelModel):
     """Levelled cell-voltage, temperature and current alerts with debounce and hysteresis."""
 

@@ -13,7 +13,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -139,33 +139,42 @@ ModelT = TypeVar("ModelT", bound=type[Model])
 _REGISTRY: dict[str, type[Model]] = {}
 
 
-def register_model(name: str) -> Callable[[ModelT], ModelT]:
-    """Class decorator: registers the model and loads `model.json` beside its module."""
+@overload
+def register_model(arg: ModelT) -> ModelT: ...
+@overload
+def register_model(arg: str | None = None) -> Callable[[ModelT], ModelT]: ...
 
-    def wrap(cls: ModelT) -> ModelT:
-        import sys
 
-        module_file = getattr(sys.modules.get(cls.__module__), "__file__", None)
-        if module_file is None:
-            raise ContractError(f"model {name!r}: cannot locate its module to find model.json")
-        manifest = load_manifest(Path(module_file).parent / "model.json")
-        if manifest.name != name:
-            raise ContractError(
-                f"model {name!r}: model.json names it {manifest.name!r}; they must agree"
-            )
-        existing = _REGISTRY.get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
-            raise ContractError(f"model {name!r} registered twice ({existing} and {cls})")
-        if getattr(cls, "is_kernel_model", False):
-            if manifest.state is None:
-                raise ContractError(f"model {name!r}: a kernel model needs a 'state' in model.json")
-            cls.state_spec = manifest.state  # type: ignore[attr-defined]
-        cls.name = name
-        cls.manifest = manifest
-        _REGISTRY[name] = cls
-        return cls
+def register_model(arg: ModelT | str | None = None) -> ModelT | Callable[[ModelT], ModelT]:
+    """Class decorator: registers the model under the name its `model.json` (beside its
+    module) gives, which is where the name is written; ``@register_model`` bare. A name given
+    (``@register_model("x")``, as before) must agree with the manifest."""
+    if isinstance(arg, type):
+        return _register(arg, None)
+    return lambda cls: _register(cls, arg)
 
-    return wrap
+
+def _register(cls: ModelT, expected: str | None) -> ModelT:
+    import sys
+
+    module_file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    if module_file is None:
+        raise ContractError(f"model {cls!r}: cannot locate its module to find model.json")
+    manifest = load_manifest(Path(module_file).parent / "model.json")
+    name = manifest.name
+    if expected is not None and expected != name:
+        raise ContractError(f"model {expected!r}: model.json names it {name!r}; they must agree")
+    existing = _REGISTRY.get(name)
+    if existing is not None and existing.__qualname__ != cls.__qualname__:
+        raise ContractError(f"model {name!r} registered twice ({existing} and {cls})")
+    if getattr(cls, "is_kernel_model", False):
+        if manifest.state is None:
+            raise ContractError(f"model {name!r}: a kernel model needs a 'state' in model.json")
+        cls.state_spec = manifest.state  # type: ignore[attr-defined]
+    cls.name = name
+    cls.manifest = manifest
+    _REGISTRY[name] = cls
+    return cls
 
 
 def registered_models() -> dict[str, type[Model]]:
