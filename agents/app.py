@@ -34,6 +34,7 @@ import os
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -348,6 +349,7 @@ class TwinApp:
         table_event: dict[int, Any] = {}  # the table reads the partition of "the current event"
         engine = self.engine
         headers: dict[str, dict[str, Any] | None] = {}
+        stored_of: dict[str, bytes | None] = {}
         order: list[int] = []
         for bid, group in groups.items():
             part = record_of[bid].partition
@@ -359,6 +361,7 @@ class TwinApp:
                 stored = self.table.get(key)
             # the engine keeps the states of the batteries it ran: reloaded only when the
             # table holds another version (another worker ran it, or a transaction aborted)
+            stored_of[bid] = stored
             try:
                 headers[bid] = load_stored(engine, bid, stored)
             except Exception as exc:  # an unreadable state must not stop the fleet
@@ -370,7 +373,12 @@ class TwinApp:
                 )
                 continue
             order.extend(group)
-        res = engine.run(recs.take(np.array(sorted(order), dtype=np.int64)))
+
+        def reload(battery_ids: Sequence[str]) -> None:  # a model bug: back to the table's
+            for b in battery_ids:
+                load_stored(engine, b, stored_of[b], force=True)
+
+        res = engine.run(recs.take(np.array(sorted(order), dtype=np.int64)), reload)
         alerts: dict[str, list[dict[str, Any]]] = {}
         estimates: dict[str, list[dict[str, Any]]] = {}
         for bid, rec in res.alerts:
@@ -510,22 +518,25 @@ class _Rec(NamedTuple):
     source: str
 
 
-def load_stored(engine: Engine, battery_id: str, stored: bytes | None) -> dict[str, Any] | None:
+def load_stored(
+    engine: Engine, battery_id: str, stored: bytes | None, *, force: bool = False
+) -> dict[str, Any] | None:
     """Bring the battery's stored state (a blob, `twin_stream.engine.blob`, or the JSON dict
-    of an earlier release) into the engine unless its slot already holds that version;
-    returns the stored header (`seen`, `stale`, `version`) or None for a battery never seen."""
+    of an earlier release) into the engine unless its slot already holds that version (or
+    `force`); returns the stored header (`seen`, `stale`, `version`) or None for a battery
+    never seen."""
     if not stored:
-        if not engine.resident(battery_id, None):
+        if force or not engine.resident(battery_id, None):
             engine.load_state(battery_id, None)
         return None
     if stored[:4] == blob.MAGIC:
         h = blob.header(stored)
-        if not engine.resident(battery_id, h):
+        if force or not engine.resident(battery_id, h):
             engine.load_blob(battery_id, stored)
         return h
     legacy = orjson.loads(stored)  # {"engine": state dict, "seen": s, "stale": bool}
     state = legacy.get("engine")
-    if not engine.resident(battery_id, state):
+    if force or not engine.resident(battery_id, state):
         engine.load_state(battery_id, state)
     return {**legacy, "version": (state or {}).get("version", 0)}
 

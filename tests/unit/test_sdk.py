@@ -238,3 +238,48 @@ def test_sdk_exports_resolve() -> None:
     for name in sdk.__all__:
         assert getattr(sdk, name) is not None
     assert sys.modules["twin_stream.sdk"] is sdk
+
+
+def test_a_model_bug_in_a_block_with_reload_costs_only_its_battery(monkeypatch) -> None:
+    """The agents' path: no copies before the block; on a model bug the engine asks for the
+    block's batteries back (`reload`), runs each alone, and only the failing battery's records
+    become dead letters, its state as it was."""
+    from models.eq_cycles.model import EqCycles
+
+    settings = Settings.model_validate({"engine": {"max_gap_s": 60}})
+    t0 = 1_767_225_600_000
+    recs = [
+        {"battery_id": b, "ts": t0 + 1000 * i, "current": 10.0 + i}
+        for i in range(10)
+        for b in ("a1", "b2", "c3")
+    ]
+    eng = Engine(settings)
+    eng.run(Records.from_rows(_rows(recs[:15])))
+    saved = {b: eng.dump_state(b) for b in ("a1", "b2", "c3")}
+    asked: list[list[str]] = []
+
+    def reload(ids: list[str]) -> None:
+        asked.append(list(ids))
+        for b in ids:
+            eng.load_state(b, saved[b])
+
+    original = EqCycles.run
+
+    def run(self, blk, params, state, out, start):  # type: ignore[no-untyped-def]
+        if (blk.slot == eng.slot_of["b2"]).any():
+            raise ZeroDivisionError("a bug for b2")
+        return original(self, blk, params, state, out, start)
+
+    monkeypatch.setattr(EqCycles, "run", run)
+    res = eng.run(Records.from_rows(_rows(recs[15:])), reload)
+    assert asked[0] == ["a1", "b2", "c3"] and ["b2"] in asked
+    assert {d.error for _, d in res.dead} == {
+        "internal error processing b2: ZeroDivisionError: a bug for b2"
+    }
+    assert len(res.dead) == 5 and eng.metrics.errors == 5
+    assert eng.dump_state("b2") == saved["b2"]  # nothing half-applied
+    assert eng.dump_state("a1")["last_ts"] == t0 + 9000  # the others went on
+    monkeypatch.setattr(EqCycles, "run", original)
+    alone = Engine(settings)
+    alone.run(Records.from_rows(_rows([r for r in recs if r["battery_id"] == "a1"])))
+    assert eng.dump_state("a1")["models"] == alone.dump_state("a1")["models"]

@@ -71,11 +71,11 @@ def test_header_alone_and_replaced(fleet: list[dict]) -> None:
 
 def test_pack_unpack_round_trip_random_rows() -> None:
     rng = np.random.default_rng(1)
-    body = np.zeros((5, 803), dtype=np.uint8)
-    body[:, rng.integers(0, 803, 40)] = rng.integers(1, 255, 40).astype(np.uint8)
+    body = np.zeros((5, 808), dtype=np.uint8)
+    body[:, rng.integers(0, 808, 40)] = rng.integers(1, 255, 40).astype(np.uint8)
     body[3] = 0
     for row, packed in zip(body, blob.pack(body), strict=True):
-        assert (blob.unpack(packed, 803) == row).all()
+        assert (blob.unpack(packed, 808) == row).all()
     assert len(blob.pack(body)[3]) == (101 + 7) // 8  # an all-zero row is its bitmap
 
 

@@ -252,7 +252,12 @@ class Engine:
         slots = np.array([self.slot_of[b] for b in battery_ids], dtype=np.int64)
         stages = self._kernel_stages()
         mats = [st.state.gather(slots) for st in stages]
-        body = np.concatenate(mats, axis=1) if mats else np.zeros((slots.size, 0), np.uint8)
+        width = sum(m.shape[1] for m in mats)
+        body = np.zeros((slots.size, blob.padded(width)), np.uint8)  # one copy, padded
+        pos = 0
+        for m in mats:
+            body[:, pos : pos + m.shape[1]] = m
+            pos += m.shape[1]
         described = [
             [
                 st.name,
@@ -270,7 +275,7 @@ class Engine:
             s = int(slots[k])
             h = self._engine_part(bid, s)
             h["stages"] = described
-            h["body"] = int(body.shape[1])
+            h["body"] = width
             py = {st.name: st.dump(s, 0, 0) for st in self.stages if isinstance(st, ChunkStage)}
             if py:
                 h["py"] = py
@@ -334,9 +339,18 @@ class Engine:
         return int(self.clock() * 1000) + self.skew_ms
 
     # -- the work --------------------------------------------------------------------------
-    def run(self, recs: Records) -> BlockResult:
+    def run(
+        self, recs: Records, reload: Callable[[Sequence[str]], None] | None = None
+    ) -> BlockResult:
         """Admit a block of records of any batteries (each battery's records in arrival
-        order) and run the stages on what is released. States stay in the engine's slots."""
+        order) and run the stages on what is released. States stay in the engine's slots.
+
+        A model that raises (a bug) must not stop the fleet nor lose records: the block's
+        states are put back as they were, every battery is run alone, and the records of the
+        battery that fails again become dead letters while its state stays as it was. Put
+        back from copies taken before the block, or, given `reload`, by calling it with the
+        batteries to bring back (the agents reload them from the table: cheaper than copying
+        every state of a block of thousands of batteries that nearly never fails)."""
         n = len(recs)
         if n == 0:
             return BlockResult()
@@ -347,20 +361,28 @@ class Engine:
             count=n,
         )
         slots = np.unique(slot)
-        snap = self._snapshot(slots)
+        snap = self._snapshot(slots) if reload is None else None
         metrics = Metrics(**{**vars(self.metrics), "batteries": set(self.metrics.batteries)})
+
+        def put_back(which: IntArray, copies: dict[str, Any] | None) -> None:
+            if copies is not None:
+                self._restore(which, copies)
+            else:
+                assert reload is not None
+                reload([self.ids[s] for s in which.tolist()])
+
         try:
             return self._run(recs, slot)
         except Exception:
             log.exception(
                 "internal error in a block of %d batteries: retrying each alone", len(slots)
             )
-        self._restore(slots, snap)
+        put_back(slots, snap)
         self.metrics = metrics
         res = BlockResult()
         for s, idx in segments(slot):
             one = np.array([s], dtype=np.int64)
-            mine = self._snapshot(one)
+            mine = self._snapshot(one) if reload is None else None
             before = Metrics(**{**vars(self.metrics), "batteries": set(self.metrics.batteries)})
             sub = recs.take(idx)
             try:
@@ -368,7 +390,7 @@ class Engine:
             except Exception as exc:
                 bid = self.ids[s]
                 log.exception("internal error processing %s", bid)
-                self._restore(one, mine)
+                put_back(one, mine)
                 self.metrics = before
                 self.metrics.errors += len(sub)
                 why = f"internal error processing {bid}: {type(exc).__name__}: {exc}"

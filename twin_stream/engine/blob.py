@@ -74,10 +74,10 @@ def unpack_row(buf, m, words):  # type: ignore[no-untyped-def]
 
 
 def pack(body: U8) -> list[bytes]:
-    """Each row of `body` (k, n bytes, n a multiple of 8) packed."""
+    """Each row of `body` (k, n bytes; n a multiple of 8, see `padded`) packed."""
     k, n = body.shape
     if n % 8:
-        body = np.hstack([body, np.zeros((k, 8 - n % 8), dtype=np.uint8)])
+        raise BlobError(f"rows of {n} bytes: pad them to a multiple of 8 (blob.padded)")
     words = np.ascontiguousarray(body).view(np.uint64)
     m = words.shape[1]
     out = np.empty(k * ((m + 7) // 8 + 8 * m), dtype=np.uint8)
@@ -85,6 +85,11 @@ def pack(body: U8) -> list[bytes]:
     pack_rows(words, out, offsets)
     mv = out.data
     return [bytes(mv[offsets[r] : offsets[r + 1]]) for r in range(k)]
+
+
+def padded(n: int) -> int:
+    """n rounded up to whole 8-byte words."""
+    return (n + 7) // 8 * 8
 
 
 def unpack(packed: bytes | memoryview, n: int) -> U8:
