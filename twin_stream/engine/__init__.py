@@ -106,6 +106,7 @@ class Engine:
         self.a = SlotArrays()
         self.buffers: list[list[list[Any]]] = []  # reorder buffers (allowed lateness > 0)
         self.plaus = KernelStage(Plausibility) if self.plausibility else None
+        self._rank = np.zeros(0, dtype=np.int64)  # per slot: its place in the current block
 
     # -- slots -----------------------------------------------------------------------------
     def slot(self, battery_id: str) -> int:
@@ -570,13 +571,17 @@ class Engine:
         """The admitted records as the models' block: gaps marked, the current's sign
         applied, cells and temperatures as wide as the widest battery. Its arrays are its
         own (the plausibility stage masks cells in place)."""
-        n = len(rel)
-        if admitted.size == n and bool(np.all(admitted == np.arange(n))):
-            idx: Any = slice(None)  # everything admitted, in order (the common case): no gather
-            cells, temps = rel.cells.copy(), rel.temps
-        else:
-            idx = admitted
-            cells, temps = rel.cells[admitted], rel.temps[admitted]
+        # battery by battery (stable: each battery's records keep their order): a kernel
+        # then walks one battery's state rows at a time, which stay in the CPU's cache (a
+        # fleet of 2000 interleaved batteries x 96 cells otherwise misses on every record)
+        arrival = rel_slot[admitted]
+        order = np.argsort(arrival, kind="stable")
+        idx = admitted[order]
+        cells, temps = rel.cells[idx], rel.temps[idx]
+        # outputs leave battery by battery in the order the batteries first arrived
+        uniq, first = np.unique(arrival, return_index=True)
+        self._rank = np.zeros(len(self.ids), dtype=np.int64)
+        self._rank[uniq[np.argsort(first)]] = np.arange(uniq.size)
         slot = rel_slot[idx]
         d = dt[idx]
         first = d == 0
@@ -650,13 +655,10 @@ class Engine:
     def _emit(self, blk: Block, outs: list[tuple[int, int, int, Output]], res: BlockResult) -> None:
         if not outs:
             return
-        first_seen: dict[int, int] = {}
-        for s in blk.slot.tolist():
-            if s not in first_seen:
-                first_seen[s] = len(first_seen)
         slot = blk.slot
         ts = blk.ts
-        outs.sort(key=lambda t: (first_seen[int(slot[t[0]])], int(ts[t[0]]), t[1], t[2]))
+        rank = self._rank
+        outs.sort(key=lambda t: (int(rank[slot[t[0]]]), int(ts[t[0]]), t[1], t[2]))
         ids = self.ids
         n_alerts = 0
         for i, _, _, o in outs:
