@@ -816,6 +816,9 @@ def run_worker(
     from twin_stream.kafka_io import ensure_topics
 
     asyncio.run(ensure_topics(settings))
+    from twin_stream.engine.warm import ensure_compiled
+
+    ensure_compiled()  # a first start compiles the kernels on both cores, before joining
     twin = build_app(settings, data_dir=data_dir, web_port=web_port, per_event=per_event)
     w = settings.worker
 

@@ -149,6 +149,9 @@ def replay(
 
     `state_file`, when given, is read first if it exists (continue yesterday's run) and
     written at the end with every battery's state."""
+    from twin_stream.engine.warm import ensure_compiled
+
+    ensure_compiled()  # a first start compiles the kernels on both cores
     reader = RecordReader(path)
     states: dict[str, State] = {}
     if state_file is not None and state_file.exists():
