@@ -5,14 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from twin_stream.sdk.outputs import Alert, Estimate, Output
-
-if TYPE_CHECKING:
-    pass
 
 
 def iso_ms(ts_ms: int) -> str:
