@@ -283,3 +283,41 @@ def test_a_model_bug_in_a_block_with_reload_costs_only_its_battery(monkeypatch) 
     alone = Engine(settings)
     alone.run(Records.from_rows(_rows([r for r in recs if r["battery_id"] == "a1"])))
     assert eng.dump_state("a1")["models"] == alone.dump_state("a1")["models"]
+
+
+@pytest.mark.parametrize("block_ids", [("a1", "b2", "c3"), ("a1", "c3", "d4")])
+def test_a_model_bug_in_a_block_is_undone_from_copies(monkeypatch, block_ids) -> None:
+    """The replay path (no table to reload from): the block's states are copied first (one
+    run of slots, or scattered ones) and put back; only the failing battery loses records."""
+    from models.eq_cycles.model import EqCycles
+
+    settings = Settings.model_validate({"engine": {"max_gap_s": 60}})
+    t0 = 1_767_225_600_000
+
+    def recs(ids, i0, i1):
+        return [
+            {"battery_id": b, "ts": t0 + 1000 * i, "current": 10.0 + i}
+            for i in range(i0, i1)
+            for b in ids
+        ]
+
+    eng = Engine(settings)
+    eng.run(Records.from_rows(_rows(recs(("a1", "b2", "c3", "d4"), 0, 5))))
+    saved = {b: eng.dump_state(b) for b in ("a1", "b2", "c3", "d4")}
+    bad = block_ids[1]
+    original = EqCycles.run
+
+    def run(self, blk, params, state, out, start):  # type: ignore[no-untyped-def]
+        if (blk.slot == eng.slot_of[bad]).any():
+            raise ZeroDivisionError("a bug")
+        return original(self, blk, params, state, out, start)
+
+    monkeypatch.setattr(EqCycles, "run", run)
+    res = eng.run(Records.from_rows(_rows(recs(block_ids, 5, 9))))
+    assert {b for b, _ in res.dead} == {bad} and len(res.dead) == 4
+    assert eng.dump_state(bad) == saved[bad]
+    for b in block_ids:
+        if b != bad:
+            assert eng.dump_state(b)["last_ts"] == t0 + 8000
+    untouched = ({"a1", "b2", "c3", "d4"} - set(block_ids)).pop()
+    assert eng.dump_state(untouched) == saved[untouched]

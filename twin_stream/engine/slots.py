@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from twin_stream.engine.admit import NO_TS, WINDOW
+from twin_stream.sdk.state import contiguous
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -69,7 +70,10 @@ class SlotArrays:
         self.versions[s] = 0
 
     def snapshot(self, slots: IntArray) -> dict[str, npt.NDArray[Any]]:
-        return {name: getattr(self, name)[slots].copy() for name in NAMES}
+        run = contiguous(slots)
+        if run is not None:
+            return {name: getattr(self, name)[run].copy() for name in NAMES}
+        return {name: getattr(self, name)[slots] for name in NAMES}  # a gather copies
 
     def restore(self, slots: IntArray, snap: dict[str, npt.NDArray[Any]]) -> None:
         for name in NAMES:

@@ -67,11 +67,14 @@ class KernelStage:
         self.state = StateArrays(cls.state_spec)
         self.params = np.zeros((1, 1))
         self.instances: list[KernelModel | None] = []
+        self._rows: dict[int, FloatArray] = {}
 
     def bind(self, slot: int, model: Model) -> None:
         """Slot `slot` is served by `model` (its parameters and spec)."""
         assert isinstance(model, KernelModel)
-        row = model.param_row()
+        row = self._rows.get(id(model))
+        if row is None:  # one instance serves every battery of its spec: built once
+            row = self._rows[id(model)] = model.param_row()
         if slot >= self.params.shape[0] or self.params.shape[1] != row.size:
             grown = np.zeros((max(2 * self.params.shape[0], slot + 1), row.size))
             if self.params.shape[1] == row.size:

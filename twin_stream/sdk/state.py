@@ -108,8 +108,11 @@ class StateArrays:
             self.arrays[name][slot] = self._init(f)
 
     def snapshot(self, slots: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[Any]]:
-        """Copies of the rows of `slots` (to undo a failed block)."""
-        return {name: a[slots].copy() for name, a in self.arrays.items()}
+        """Copies of the rows of `slots` (sorted, unique; to undo a failed block)."""
+        run = contiguous(slots)
+        if run is not None:  # a whole fleet's slots: one memcpy per field, not a gather
+            return {name: a[run].copy() for name, a in self.arrays.items()}
+        return {name: a[slots] for name, a in self.arrays.items()}  # a gather copies
 
     def restore(self, slots: npt.NDArray[np.int64], snap: dict[str, npt.NDArray[Any]]) -> None:
         for name, rows in snap.items():
@@ -213,6 +216,13 @@ class StateArrays:
                     a[slot][: arr.shape[0]] = arr
             else:
                 a[slot] = arr
+
+
+def contiguous(slots: npt.NDArray[np.int64]) -> slice | None:
+    """`slots` (sorted, unique) as a slice when they are one run of consecutive slots."""
+    if slots.size and int(slots[-1]) - int(slots[0]) + 1 == slots.size:
+        return slice(int(slots[0]), int(slots[-1]) + 1)
+    return None
 
 
 def _plain(v: Any) -> Any:
