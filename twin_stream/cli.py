@@ -225,7 +225,7 @@ def models_new(
         Path, typer.Option("--dir", help="the models package to write into")
     ] = Path("models"),
 ) -> None:
-    """Write a working model skeleton (manifest, compiled loop, test) from the template."""
+    """Write a working model skeleton (manifest and compiled loop) from the template."""
     from twin_stream.sdk.contract import ContractError
     from twin_stream.sdk.scaffold import new_model
 
