@@ -4,8 +4,9 @@ numba compiles a kernel at its first call and caches the machine code on disk (b
 module, or in NUMBA_CACHE_DIR); later starts load it in a second. On a machine that never
 ran the twin (a fresh install, CI) the first start would compile some twenty seconds of
 kernels one after the other. `ensure_compiled` sees that the on-disk cache lacks some kernel
-and compiles them in two processes at once, each running a tiny synthetic replay through its
-half of the kernels (the same call paths, so the same signatures the real run then loads).
+and compiles them on both cores: this process and one more each run a tiny synthetic replay
+through half of the kernels (the same call paths, so the same signatures the real run then
+uses; this process keeps its half, the other's comes from the cache).
 """
 
 from __future__ import annotations
@@ -66,23 +67,22 @@ def ensure_compiled(timeout_s: float = 300.0) -> float:
     if not cold():
         return 0.0
     t0 = time.monotonic()
-    log.info("first start: compiling the kernels on %d processes (cached afterwards)", 2)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "twin_stream.engine.warm", *group],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for group in GROUPS
-    ]
-    for p in procs:
-        try:
-            _, err = p.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            continue
-        if p.returncode:
+    log.info("first start: compiling the kernels on 2 processes (cached afterwards)")
+    other = subprocess.Popen(
+        [sys.executable, "-m", "twin_stream.engine.warm", *GROUPS[1]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        run_group(list(GROUPS[0]))  # this process compiles the other half meanwhile
+    except Exception:
+        log.warning("kernel warm-up failed here (compiled on first use instead)", exc_info=True)
+    try:
+        _, err = other.communicate(timeout=timeout_s)
+        if other.returncode:
             log.warning("kernel warm-up failed (compiled on first use instead): %s", err[-500:])
+    except subprocess.TimeoutExpired:
+        other.kill()
     return time.monotonic() - t0
 
 
