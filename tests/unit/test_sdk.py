@@ -321,3 +321,19 @@ def test_a_model_bug_in_a_block_is_undone_from_copies(monkeypatch, block_ids) ->
             assert eng.dump_state(b)["last_ts"] == t0 + 8000
     untouched = ({"a1", "b2", "c3", "d4"} - set(block_ids)).pop()
     assert eng.dump_state(untouched) == saved[untouched]
+
+
+def test_the_warm_up_knows_every_kernel_and_the_cache_state(monkeypatch) -> None:
+    """`engine.warm` finds the compiled kernels of the platform and of every model, says the
+    cache is warm once they ran here, and runs a group of them in-process."""
+    from twin_stream.engine import warm
+
+    warm.run_group(["@scan", "@blob", "@plausibility", *warm._MODELS])
+    names = {f"{d.py_func.__module__}.{d.py_func.__name__}" for d in warm._dispatchers()}
+    for m in warm._MODELS:
+        assert f"models.{m}.model._loop" in names
+    assert {"twin_stream.engine.admit.admit", "twin_stream.codec.jsonscan.scan"} <= names
+    assert warm.cold() is False
+    assert {m for g in warm.GROUPS for m in g if not m.startswith("@")} == set(warm._MODELS)
+    monkeypatch.setenv("NUMBA_DISABLE_JIT", "1")
+    assert warm.cold() is False  # nothing to compile
