@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from twin_stream.battery.spec import BatterySpec
 from twin_stream.codec import DeadLetter, Row, dead_letter, iso_ms, output_record
@@ -252,37 +253,35 @@ class Engine:
         `extra[i]` goes into battery i's header (the agents' `seen`, `stale`)."""
         slots = np.array([self.slot_of[b] for b in battery_ids], dtype=np.int64)
         stages = self._kernel_stages()
-        mats = [st.state.gather(slots) for st in stages]
-        width = sum(m.shape[1] for m in mats)
-        body = np.zeros((slots.size, blob.padded(width)), np.uint8)  # one copy, padded
+        sizes = [st.state.row_bytes(st.state.widths.cells, st.state.widths.temps) for st in stages]
+        width = sum(sizes)
+        body = np.zeros((slots.size, blob.padded(width)), np.uint8)
         pos = 0
-        for m in mats:
-            body[:, pos : pos + m.shape[1]] = m
-            pos += m.shape[1]
+        for st in stages:  # every stage's rows of these slots, gathered into the body at once
+            pos = st.state.gather_into(slots, body, pos)
         described = [
             [
                 st.name,
                 st.state.spec.version,
                 st.state.widths.cells,
                 st.state.widths.temps,
-                int(m.shape[1]),
+                n,
                 st.state.layout(),
             ]
-            for st, m in zip(stages, mats, strict=True)
+            for st, n in zip(stages, sizes, strict=True)
         ]
         packed = blob.pack(body)
+        stages_json = orjson.dumps({"stages": described, "body": width})  # shared by all
         out = []
         for k, bid in enumerate(battery_ids):
             s = int(slots[k])
             h = self._engine_part(bid, s)
-            h["stages"] = described
-            h["body"] = width
             py = {st.name: st.dump(s, 0, 0) for st in self.stages if isinstance(st, ChunkStage)}
             if py:
                 h["py"] = py
             if extra is not None:
                 h.update(extra[k])
-            out.append(blob.encode(h, packed[k]))
+            out.append(blob.encode(h, packed[k], stages_json))
         return out
 
     def load_blob(self, battery_id: str, data: bytes) -> dict[str, Any]:

@@ -9,10 +9,13 @@ into 8-byte words and packed by one compiled pass: a bitmap of the non-zero word
 words. A battery whose channels are idle writes a few hundred bytes, and reading a blob's
 header (its version, to skip reloading a resident battery) does not touch the body.
 
-    MAGIC | u32 header length | header (JSON) | packed body
+    MAGIC | version, seen, stale, two lengths (fixed size) | engine part (JSON)
+          | stages (JSON: each stage's name, state version, widths and field layout) | body
 
-The header names each stage, its state version and the widths (cells, sensors) its rows
-were written with, so a blob reads back into an engine serving other widths.
+The fixed head is all that deciding whether to reload a resident battery needs, so that
+costs no JSON. The stages part names each stage, its state version, the widths (cells,
+sensors) and the field layout its rows were written with, so a blob reads back into an engine
+serving other widths, or of a newer model version (through its `migrate`).
 """
 
 from __future__ import annotations
@@ -26,8 +29,7 @@ import orjson
 
 from twin_stream.sdk.jit import kernel
 
-MAGIC = b"TWS\x01"
-_LEN = struct.Struct("<I")
+MAGIC = b"TWS\x02"
 U8 = npt.NDArray[np.uint8]
 
 
@@ -102,25 +104,73 @@ def unpack(packed: bytes | memoryview, n: int) -> U8:
     return words.view(np.uint8)[:n]
 
 
-def encode(header: dict[str, Any], packed_body: bytes) -> bytes:
-    h = orjson.dumps(header)
-    return MAGIC + _LEN.pack(len(h)) + h + packed_body
+_FIXED = struct.Struct("<qdbII")  # version, seen (NaN: none), stale (-1: none), 2 lengths
+_STAGES = ("stages", "body")  # what every blob of one engine call shares
 
 
-def split(blob: bytes) -> tuple[dict[str, Any], memoryview]:
-    """(header, packed body) of a blob."""
-    if blob[:4] != MAGIC:
-        raise BlobError("not a twin-stream state blob (magic)")
-    (n,) = _LEN.unpack_from(blob, 4)
-    header = orjson.loads(memoryview(blob)[8 : 8 + n])
-    return header, memoryview(blob)[8 + n :]
+def encode(header: dict[str, Any], packed_body: bytes, stages_json: bytes | None = None) -> bytes:
+    """A blob: `header` (the engine's part, `stages`/`body`, `version`, `seen`, `stale`) and
+    the packed body. `stages_json`: the `stages`/`body` part already serialised (it is the
+    same for every battery of one call)."""
+    h = dict(header)
+    version = int(h.pop("version", 0))
+    seen = h.pop("seen", None)
+    stale = h.pop("stale", None)
+    if stages_json is None:
+        stages_json = orjson.dumps({k: h[k] for k in _STAGES if k in h})
+    for k in _STAGES:
+        h.pop(k, None)
+    engine = orjson.dumps(h)
+    fixed = _FIXED.pack(
+        version,
+        float("nan") if seen is None else float(seen),
+        -1 if stale is None else int(bool(stale)),
+        len(engine),
+        len(stages_json),
+    )
+    return MAGIC + fixed + engine + stages_json + packed_body
 
 
 def header(blob: bytes) -> dict[str, Any]:
-    return split(blob)[0]
+    """`version`, `seen` and `stale` of a blob, from its fixed-size head alone (no JSON): what
+    deciding whether to reload a resident battery, and the stale timer, need."""
+    if blob[:4] != MAGIC:
+        raise BlobError("not a twin-stream state blob (magic)")
+    version, seen, stale, _, _ = _FIXED.unpack_from(blob, 4)
+    out: dict[str, Any] = {"version": version}
+    if seen == seen:
+        out["seen"] = seen
+    if stale >= 0:
+        out["stale"] = bool(stale)
+    return out
+
+
+def split(blob: bytes) -> tuple[dict[str, Any], memoryview]:
+    """(the whole header, packed body) of a blob."""
+    h = header(blob)
+    _, _, _, n_engine, n_stages = _FIXED.unpack_from(blob, 4)
+    mv = memoryview(blob)
+    pos = 4 + _FIXED.size
+    h.update(orjson.loads(mv[pos : pos + n_engine]))
+    pos += n_engine
+    h.update(orjson.loads(mv[pos : pos + n_stages]))
+    return h, mv[pos + n_stages :]
 
 
 def with_header(blob: bytes, **updates: Any) -> bytes:
-    """The blob with header fields replaced (the body reused as is)."""
-    h, body = split(blob)
-    return encode({**h, **updates}, bytes(body))
+    """The blob with header fields replaced (`seen`, `stale`, `version`: the fixed head only;
+    anything else: the whole header written again; the body reused as is)."""
+    if set(updates) <= {"version", "seen", "stale"}:
+        h = {**header(blob), **updates}
+        _, _, _, n_engine, n_stages = _FIXED.unpack_from(blob, 4)
+        seen, stale = h.get("seen"), h.get("stale")
+        fixed = _FIXED.pack(
+            int(h["version"]),
+            float("nan") if seen is None else float(seen),
+            -1 if stale is None else int(bool(stale)),
+            n_engine,
+            n_stages,
+        )
+        return MAGIC + fixed + blob[4 + _FIXED.size :]
+    full, body = split(blob)
+    return encode({**full, **updates}, bytes(body))

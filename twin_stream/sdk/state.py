@@ -153,6 +153,22 @@ class StateArrays:
             fields[name] = {"dtype": dtype, "shape": shape or None}
         return StateArrays(StateSpec.model_validate({"version": version, "fields": fields}))
 
+    def gather_into(
+        self, slots: npt.NDArray[np.int64], body: npt.NDArray[np.uint8], pos: int
+    ) -> int:
+        """`gather` written straight into columns pos.. of `body` (k rows; one copy, a plain
+        slice copy when `slots` are one run); returns the column after them."""
+        run = contiguous(slots) if slots.size else None
+        for a in self.arrays.values():
+            flat = a.reshape(a.shape[0], -1).view(np.uint8)  # rows as bytes, no copy
+            n = flat.shape[1]
+            if run is not None:
+                body[:, pos : pos + n] = flat[run]
+            else:
+                np.take(flat, slots, axis=0, out=body[:, pos : pos + n])
+            pos += n
+        return pos
+
     def row_bytes(self, cells: int, temps: int) -> int:
         """Bytes of one row written by `gather` at widths (cells, temps)."""
         return sum(
