@@ -121,14 +121,19 @@ def encode(header: dict[str, Any], packed_body: bytes, stages_json: bytes | None
     for k in _STAGES:
         h.pop(k, None)
     engine = orjson.dumps(h)
-    fixed = _FIXED.pack(
+    head = _head(version, seen, stale, len(engine), len(stages_json))
+    return head + engine + stages_json + packed_body
+
+
+def _head(version: int, seen: float | None, stale: bool | None, n_eng: int, n_stg: int) -> bytes:
+    """MAGIC and the fixed-size head."""
+    return MAGIC + _FIXED.pack(
         version,
         float("nan") if seen is None else float(seen),
         -1 if stale is None else int(bool(stale)),
-        len(engine),
-        len(stages_json),
+        n_eng,
+        n_stg,
     )
-    return MAGIC + fixed + engine + stages_json + packed_body
 
 
 def header(blob: bytes) -> dict[str, Any]:
@@ -163,14 +168,7 @@ def with_header(blob: bytes, **updates: Any) -> bytes:
     if set(updates) <= {"version", "seen", "stale"}:
         h = {**header(blob), **updates}
         _, _, _, n_engine, n_stages = _FIXED.unpack_from(blob, 4)
-        seen, stale = h.get("seen"), h.get("stale")
-        fixed = _FIXED.pack(
-            int(h["version"]),
-            float("nan") if seen is None else float(seen),
-            -1 if stale is None else int(bool(stale)),
-            n_engine,
-            n_stages,
-        )
-        return MAGIC + fixed + blob[4 + _FIXED.size :]
+        head = _head(int(h["version"]), h.get("seen"), h.get("stale"), n_engine, n_stages)
+        return head + blob[4 + _FIXED.size :]
     full, body = split(blob)
     return encode({**full, **updates}, bytes(body))

@@ -124,19 +124,8 @@ class StateArrays:
             else:
                 a[slots] = rows
 
-    def gather(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
-        """The rows of `slots` as bytes, fields in spec order at the current widths: (k, n)."""
-        k = int(slots.size)
-        parts = [
-            np.ascontiguousarray(a[slots]).reshape(k, -1).view(np.uint8)
-            for a in self.arrays.values()
-        ]
-        if not parts:
-            return np.zeros((k, 0), dtype=np.uint8)
-        return np.concatenate(parts, axis=1)
-
     def layout(self) -> str:
-        """The fields as `name:dtype:dims` (what `gather` writes, in order), e.g.
+        """The fields as `name:dtype:dims` (what `gather_into` writes, in order), e.g.
         ``peak:float64:,slot:int64:,channel:int64:7``; `StateArrays.from_layout` reads it."""
         return ",".join(
             f"{name}:{f.dtype}:{'.'.join(str(d) for d in f.dims())}"
@@ -156,8 +145,9 @@ class StateArrays:
     def gather_into(
         self, slots: npt.NDArray[np.int64], body: npt.NDArray[np.uint8], pos: int
     ) -> int:
-        """`gather` written straight into columns pos.. of `body` (k rows; one copy, a plain
-        slice copy when `slots` are one run); returns the column after them."""
+        """The rows of `slots` as bytes (fields in spec order at the current widths), written
+        into columns pos.. of `body` (k rows; one copy, a plain slice copy when `slots` are one
+        run); returns the column after them."""
         run = contiguous(slots) if slots.size else None
         for a in self.arrays.values():
             flat = a.reshape(a.shape[0], -1).view(np.uint8)  # rows as bytes, no copy
@@ -170,14 +160,14 @@ class StateArrays:
         return pos
 
     def row_bytes(self, cells: int, temps: int) -> int:
-        """Bytes of one row written by `gather` at widths (cells, temps)."""
+        """Bytes of one row written by `gather_into` at widths (cells, temps)."""
         return sum(
             int(np.prod(self._shape(f, 1, cells, temps))) * np.dtype(_DTYPES[f.dtype]).itemsize
             for f in self.spec.fields.values()
         )
 
     def scatter(self, slot: int, row: npt.NDArray[np.uint8], cells: int, temps: int) -> None:
-        """Slot `slot` from bytes `gather` wrote at widths (cells, temps)."""
+        """Slot `slot` from bytes `gather_into` wrote at widths (cells, temps)."""
         self.ensure(self.capacity, cells, temps)
         pos = 0
         for name, f in self.spec.fields.items():
