@@ -205,7 +205,7 @@ class TwinApp:
         """Input partitions this worker has read up to the broker's last stable offset (as of
         the last probe), while the broker answers and no rebalance runs."""
         monitor = self.monitor
-        if monitor is None or not monitor.connected or self.app.rebalancing:
+        if monitor is None or not monitor.heard or self.app.rebalancing:
             return set()
         out: set[int] = set()
         for p in partitions:
@@ -646,6 +646,14 @@ def build_app(
         broker_timeout_s=w.broker_timeout_s,
         probe_interval_s=min(2.0, w.broker_timeout_s / 4),
     )
+
+    def deaf_for(seconds: float) -> None:
+        # the broker is back after `seconds`: its first moments still counted as heard
+        # (until the last answer was `fresh_s` old) were no battery's silence either
+        held = {p for _, p in twin.stale.last_seen.values()}
+        twin.stale.hold(held, min(seconds, monitor.fresh_s))
+
+    monitor.on_reconnect = deaf_for
     if per_event:
         sender = FaustSender({getattr(t, n): topic for n, topic in twin.topics.items()})
 

@@ -59,6 +59,16 @@ class BrokerMonitor:
     def connected(self) -> bool:
         return self.ok_at is not None and self.clock() - self.ok_at < self.broker_timeout_s
 
+    @property
+    def fresh_s(self) -> float:
+        """How old the last answer may be for the broker to count as heard: one probe cycle
+        (interval + timeout) and a second, far below broker_timeout_s (liveness)."""
+        return 2 * self.probe_interval_s + 1
+
+    @property
+    def heard(self) -> bool:
+        return self.ok_at is not None and self.clock() - self.ok_at < self.fresh_s
+
     def age_s(self) -> float | None:
         """Seconds since the broker last answered (None: never)."""
         return None if self.ok_at is None else self.clock() - self.ok_at

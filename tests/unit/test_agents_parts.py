@@ -87,3 +87,27 @@ def test_build_app_leaves_faust_consumer_and_transactions_to_the_worker() -> Non
     assert twin.feed is not None and twin.feed.fetch_max_wait_ms == 75
     twin.app.in_worker = True  # what faust's Worker sets on start
     assert twin.app.in_transaction  # exactly_once is the default
+
+
+def test_the_broker_counts_as_heard_only_while_its_last_answer_is_fresh() -> None:
+    """Silence is counted only while the broker is heard: that ends one probe cycle after its
+    last answer (5 s at a 2 s interval), long before liveness turns red (8 s), and the
+    reconnect reports the whole deaf time."""
+    from agents.health import BrokerMonitor
+
+    now = [100.0]
+    deaf: list[float] = []
+    m = BrokerMonitor({}, "t", broker_timeout_s=8.0, probe_interval_s=2.0, clock=lambda: now[0])
+    m.on_reconnect = deaf.append
+    m.note(ok=True)
+    now[0] = 104.9
+    assert m.heard and m.connected
+    now[0] = 105.1
+    m.note(ok=False)
+    assert not m.heard and m.connected
+    now[0] = 109.0
+    m.note(ok=False)
+    assert not m.connected
+    now[0] = 130.0
+    m.note(ok=True)
+    assert m.heard and deaf == [30.0]
